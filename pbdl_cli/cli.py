@@ -1,0 +1,263 @@
+"""The ``pbdl`` command line: Typer commands that hand their arguments to a stage.
+
+Typer owns the command names and ``--help``; everything after the command name is passed
+unchanged to Hydra (overrides such as ``problem.nu=0.01``, ``-m`` sweeps, ``--cfg job``,
+``hydra/launcher=joblib``). See :mod:`pbdl_cli.runner`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from pbdl_cli import __version__
+from pbdl_cli.console import console, debug_enabled, report_error
+from pbdl_cli.errors import PbdlError
+
+PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+app = typer.Typer(
+    name="pbdl",
+    help=(
+        "pbdl: physics-based deep learning experiments from the command line.\n\n"
+        "Compose an experiment from config groups (problem, solver, ...) with Hydra-style "
+        "overrides and run a stage. Try: pbdl list, pbdl show generate, pbdl generate."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+def _examples(*lines: str) -> str:
+    return "[bold]Examples[/bold]\n\n" + "\n\n".join(f"  [cyan]$ {line}[/cyan]" for line in lines)
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"pbdl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    debug: bool = typer.Option(
+        False, "--debug", help="Show full tracebacks (same as PBDL_DEBUG=1)."
+    ),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    if debug:
+        os.environ["PBDL_DEBUG"] = "1"
+        os.environ["HYDRA_FULL_ERROR"] = "1"
+
+
+def _stage_command(name: str, summary: str, *examples: str) -> None:
+    def command(ctx: typer.Context) -> None:
+        from pbdl_cli.runner import run_stage
+
+        run_stage(name, list(ctx.args))
+
+    command.__doc__ = (
+        f"{summary}\n\nArguments are Hydra overrides (key=value, group=option) and flags "
+        "(-m for sweeps, --cfg job to print the config, -cd DIR to add a config dir)."
+    )
+    app.command(name, context_settings=PASS_THROUGH, epilog=_examples(*examples))(command)
+
+
+_stage_command(
+    "generate",
+    "Simulate trajectories with a differentiable solver and write HDF5 datasets.",
+    "pbdl generate problem=burgers",
+    "pbdl generate problem.nu=0.005 problem.ic=grf data.n_train=512 solver=burgers_sl",
+    "pbdl generate -m problem.nu=0.01,0.001",
+)
+_stage_command(
+    "evaluate",
+    "Evaluate a trained run on its test split (not implemented yet).",
+    "pbdl evaluate run=outputs/train/2026-11-22/13-02-11",
+    "pbdl evaluate run=outputs/train/2026-11-22/13-02-11 device=cuda",
+)
+
+
+def _not_implemented(name: str, summary: str, *examples: str) -> None:
+    def command(ctx: typer.Context) -> None:
+        raise PbdlError(f"pbdl {name} is not implemented yet", exit_code=1)
+
+    command.__doc__ = f"{summary} (not implemented yet)"
+    app.command(name, context_settings=PASS_THROUGH, epilog=_examples(*examples))(command)
+
+
+_not_implemented(
+    "train",
+    "Train a model with a method on a problem; writes a run directory.",
+    "pbdl train problem=burgers method=pinn",
+    "pbdl train problem=burgers method=dp trainer.max_steps=50",
+)
+_not_implemented(
+    "report",
+    "Compare the runs of a sweep in one table and plot.",
+    "pbdl report outputs/multirun/train/2026-11-22/14-00-00",
+)
+_not_implemented(
+    "reproduce",
+    "Reproduce a published result and print the book's value next to ours.",
+    "pbdl reproduce burgers_pinn_vs_dp --quick",
+)
+
+
+KINDS = ("problems", "solvers", "models", "methods", "metrics", "stages", "experiments")
+
+
+@app.command("list", epilog=_examples("pbdl list", "pbdl list problems", "pbdl list solvers"))
+def list_plugins(
+    kind: str = typer.Argument(None, help=f"One of: {', '.join(KINDS)} (default: all)."),
+) -> None:
+    """List registered plugins (and experiment presets) with a one-line description."""
+    from pbdl_cli.plugins import load_plugins
+
+    load_plugins()
+    kinds = KINDS if kind is None else (_normalize_kind(kind),)
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    table.add_column("kind", style="magenta")
+    table.add_column("name", style="cyan")
+    table.add_column("description")
+    for k in kinds:
+        rows = _rows(k)
+        for name, summary in rows:
+            table.add_row(k.rstrip("s"), name, summary)
+        if not rows:
+            table.add_row(k.rstrip("s"), "-", "(none registered yet)")
+    console.print(table)
+
+
+def _normalize_kind(kind: str) -> str:
+    from pbdl_cli.errors import did_you_mean
+
+    plural = kind if kind.endswith("s") else kind + "s"
+    if plural not in KINDS:
+        raise PbdlError(
+            f"unknown kind '{kind}'{did_you_mean(plural, KINDS)}; use one of {', '.join(KINDS)}"
+        )
+    return plural
+
+
+def _rows(kind: str) -> list[tuple[str, str]]:
+    if kind == "experiments":
+        return _experiments()
+    from pbdl_cli.evaluation.metrics import METRICS
+    from pbdl_cli.methods import METHODS
+    from pbdl_cli.models import MODELS
+    from pbdl_cli.problems import PROBLEMS
+    from pbdl_cli.solvers import SOLVERS
+    from pbdl_cli.stages import STAGES
+
+    registry = {
+        "problems": PROBLEMS,
+        "solvers": SOLVERS,
+        "models": MODELS,
+        "methods": METHODS,
+        "metrics": METRICS,
+        "stages": STAGES,
+    }[kind]
+    return [(entry.name, entry.summary) for entry in registry]
+
+
+def _experiments() -> list[tuple[str, str]]:
+    from importlib.resources import files
+
+    rows = []
+    folder = files("pbdl_cli.conf").joinpath("experiment")
+    for item in sorted(folder.iterdir(), key=lambda p: p.name):
+        if item.name.endswith(".yaml"):
+            lines = [ln[1:].strip() for ln in item.read_text().splitlines() if ln.startswith("#")]
+            lines = [ln for ln in lines if ln and not ln.startswith("@package")]
+            rows.append((item.name[: -len(".yaml")], lines[0] if lines else ""))
+    return rows
+
+
+@app.command(
+    "show",
+    context_settings=PASS_THROUGH,
+    epilog=_examples(
+        "pbdl show generate",
+        "pbdl show generate problem=burgers solver=burgers_sl problem.nx=256",
+        "pbdl show generate experiment=burgers_book",
+    ),
+)
+def show(
+    ctx: typer.Context,
+    stage: str = typer.Argument(..., help="The stage whose config to show (e.g. generate)."),
+    resolve: bool = typer.Option(True, "--resolve/--no-resolve", help="Resolve interpolations."),
+) -> None:
+    """Print the composed and validated config of a stage (like Hydra's --cfg job)."""
+    from omegaconf import OmegaConf
+
+    from pbdl_cli.plugins import load_plugins
+    from pbdl_cli.runner import compose, plugin_modules, validate_config
+    from pbdl_cli.stages import STAGES
+
+    overrides = list(ctx.args)
+    load_plugins(plugin_modules(overrides))
+    stage_obj = STAGES.get(stage)()
+    cfg = compose(stage_obj.config_name, overrides, with_choices=True)
+    choices = OmegaConf.to_container(cfg["_choices_"])
+    validate_config(stage_obj, cfg)
+    cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "_choices_"])
+    for group, choice in choices.items():  # show `solver=<name>`, not the alias of a default
+        if isinstance(choice, str) and choice.endswith("_default") and group in cfg:
+            choices[group] = cfg[group].name
+    header = " ".join(f"{k}={v}" for k, v in choices.items() if v is not None)
+    sys.stdout.write(f"# pbdl {stage} {header}\n")
+    sys.stdout.write(OmegaConf.to_yaml(cfg, resolve=resolve))
+
+
+@app.command(
+    "info",
+    epilog=_examples(
+        "pbdl info datasets/burgers/<name>/train.h5",
+        "pbdl info datasets/burgers/<name>/test.h5 --config",
+    ),
+)
+def info(
+    path: Path = typer.Argument(..., help="An HDF5 dataset file written by pbdl generate."),
+    verify: bool = typer.Option(True, "--verify/--no-verify", help="Recompute the checksum."),
+    config: bool = typer.Option(False, "--config", help="Also print the generating config."),
+) -> None:
+    """Summarize a dataset file: schema, shapes, attributes; verify its checksum."""
+    from pbdl_cli.data import print_info, read_info
+
+    summary = read_info(path, verify=verify)
+    print_info(summary, console, show_config=config)
+    if verify and summary.checksum_ok is False:
+        raise PbdlError(
+            f"checksum mismatch in {path}: the file was modified or is corrupt", exit_code=1
+        )
+
+
+def main() -> None:
+    """Console-script entry point: run the app, turning errors into messages and exit codes."""
+    try:
+        app()
+    except PbdlError as error:
+        if debug_enabled():
+            raise
+        report_error(str(error))
+        sys.exit(error.exit_code)
+    except KeyboardInterrupt:
+        report_error("interrupted")
+        sys.exit(130)
+    except Exception as error:  # an internal error: short message unless debugging
+        if debug_enabled():
+            raise
+        report_error(
+            f"internal error: {type(error).__name__}: {error}\n"
+            "rerun with --debug (or PBDL_DEBUG=1) to see the traceback"
+        )
+        sys.exit(1)

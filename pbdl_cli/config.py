@@ -1,0 +1,182 @@
+"""Typed configuration: validating config nodes against plugin schemas.
+
+Hydra composes a ``DictConfig``; :func:`to_schema` turns one node into its dataclass and
+translates OmegaConf's exceptions into one-line :class:`PbdlError` messages that name
+the key path and the allowed keys, types or values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import typing
+from typing import Any
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import (
+    ConfigAttributeError,
+    ConfigKeyError,
+    MissingMandatoryValue,
+    OmegaConfBaseException,
+    ValidationError,
+)
+
+from pbdl_cli.errors import PbdlError, did_you_mean
+
+
+def to_schema(node: DictConfig, schema: type, *, path: str) -> Any:
+    """Merge ``node`` into ``schema`` and instantiate it (running ``__post_init__``).
+
+    Args:
+        node: a config node (plain or already typed).
+        schema: the dataclass it must satisfy.
+        path: the node's key path for messages (``"problem"``).
+    """
+    try:
+        typed = OmegaConf.merge(OmegaConf.structured(schema), node)
+        missing = sorted(OmegaConf.missing_keys(typed))
+        if missing:
+            key = missing[0]
+            parent, _, leaf = key.rpartition(".")
+            owner = OmegaConf.get_type(OmegaConf.select(typed, parent) if parent else typed)
+            full = join_key(path, key)
+            kind = describe_type(owner, leaf) if isinstance(owner, type) else "a value"
+            raise PbdlError(f"{full}: missing required value ({kind}); set it with {full}=...")
+        return OmegaConf.to_object(typed)
+    except PbdlError:
+        raise
+    except OmegaConfBaseException as error:
+        raise translate(error, schema=schema, path=path) from None
+    except (ValueError, TypeError) as error:  # raised by a schema's __post_init__
+        raise PbdlError(f"{path or 'config'}: {error}") from None
+
+
+def join_key(*parts: str) -> str:
+    """``join_key("problem", "nu") == "problem.nu"``, skipping empty parts."""
+    return ".".join(p for p in parts if p)
+
+
+def translate(error: Exception, *, schema: type | None = None, path: str = "") -> PbdlError:
+    """A readable :class:`PbdlError` for an OmegaConf/Hydra config exception."""
+    full_key = getattr(error, "full_key", None) or ""
+    key = join_key(path, str(full_key))
+    object_type = getattr(error, "object_type", None) or schema
+    leaf = full_key.rsplit(".", 1)[-1] if full_key else ""
+    if isinstance(error, ConfigAttributeError | ConfigKeyError) and object_type is not None:
+        valid = [f.name for f in dataclasses.fields(object_type)]
+        return PbdlError(
+            f"{key}: unknown key{did_you_mean(leaf, valid)}; valid keys here: {', '.join(valid)}"
+        )
+    if isinstance(error, MissingMandatoryValue):
+        return PbdlError(f"{key}: missing required value; set it with {key}=...")
+    if isinstance(error, ValidationError):
+        message = str(error).splitlines()[0]
+        expected = describe_type(object_type, leaf) if object_type and leaf else ""
+        detail = f"expected {expected}" if expected else message
+        value = message.split("'")[1] if message.count("'") >= 2 else "?"
+        return PbdlError(f"{key}: invalid value '{value}': {detail}")
+    return PbdlError(f"{key or 'config'}: {str(error).splitlines()[0]}")
+
+
+def describe_type(schema: type, key: str) -> str:
+    """Human description of the type of ``schema.key`` (with enum choices)."""
+    if not dataclasses.is_dataclass(schema):
+        return "a value"
+    try:
+        hints = typing.get_type_hints(schema)
+    except Exception:  # pragma: no cover - unusual annotations
+        return "a value"
+    hint = hints.get(key)
+    if hint is None:
+        return "a value"
+    return _describe(hint)
+
+
+def _describe(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        inner = " or ".join(_describe(a) for a in args)
+        return f"{inner} or null" if len(args) < len(typing.get_args(hint)) else inner
+    if origin in (list, tuple, typing.List):  # noqa: UP006
+        return f"a list of {_describe(args[0])}" if args else "a list"
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return "one of " + ", ".join(m.value if isinstance(m.value, str) else m.name for m in hint)
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+# -- stage schemas -----------------------------------------------------------------------
+class Precision(str, enum.Enum):
+    float32 = "float32"
+    float64 = "float64"
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Where datasets live and how large the splits are (``data.<key>``).
+
+    Attributes:
+        root: datasets are written to ``<root>/<problem>/<name>/{train,val,test}.h5``.
+        name: dataset name; ``auto`` derives it from the problem settings and a hash of
+            everything that determines the data (problem, solver, sizes, seed, dtype).
+        n_train, n_val, n_test: trajectories per split (0 skips a split).
+        batch_size: trajectories simulated together; changes speed and memory only.
+        compression: optional HDF5 filter for the fields (``gzip`` or ``lzf``).
+    """
+
+    root: str = "datasets"
+    name: str = "auto"
+    n_train: int = 64
+    n_val: int = 16
+    n_test: int = 16
+    batch_size: int = 64
+    compression: str | None = None
+
+    def __post_init__(self) -> None:
+        if min(self.n_train, self.n_val, self.n_test) < 0:
+            raise ValueError("split sizes must be >= 0")
+        if self.n_train + self.n_val + self.n_test == 0:
+            raise ValueError("all split sizes are 0: nothing to generate")
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        if self.compression not in (None, "gzip", "lzf"):
+            raise ValueError("compression must be null, gzip or lzf")
+        if not self.name or "/" in self.name or self.name.startswith("."):
+            raise ValueError(f"invalid dataset name {self.name!r}")
+
+
+@dataclasses.dataclass
+class GenerateConfig:
+    """Top level of ``pbdl generate`` (see conf/generate.yaml for the defaults)."""
+
+    problem: Any = MISSING
+    solver: Any = MISSING
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    seed: int = 0
+    device: str = "auto"
+    dtype: Precision = Precision.float32
+    overwrite: bool = False
+    plugins: list[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class EvaluateConfig:
+    """Top level of ``pbdl evaluate``."""
+
+    run: str = MISSING
+    split: str = "test"
+    device: str = "auto"
+    plugins: list[str] = dataclasses.field(default_factory=list)
+
+
+STAGE_SCHEMAS: dict[str, type] = {"generate": GenerateConfig, "evaluate": EvaluateConfig}
+
+
+def register_stage_schemas() -> None:
+    """Store the stage schemas in Hydra's ConfigStore as ``schema/<stage>``."""
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    for stage, schema in STAGE_SCHEMAS.items():
+        store.store(group="schema", name=stage, node=schema, provider="pbdl")

@@ -1,0 +1,1 @@
+"""Evaluation: metrics (registered plugins) and, later, rollouts, plots and tables."""

@@ -1,0 +1,62 @@
+"""Error metrics between a prediction and a reference.
+
+Every metric maps ``prediction, reference`` of the same shape ``[B, ...]`` to one value
+per sample ``[B]`` (the reduction runs over all non-batch axes), so that callers can
+average over trajectories, or over time by passing ``[B*T, ...]`` slices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from pbdl_cli.registry import Registry
+
+Metric = Callable[[Tensor, Tensor], Tensor]
+METRICS: Registry[Metric] = Registry("metric")
+
+_EPS = 1e-30
+
+
+def _flat(x: Tensor) -> Tensor:
+    return x.reshape(x.shape[0], -1)
+
+
+@METRICS.register("mse")
+def mse(prediction: Tensor, reference: Tensor) -> Tensor:
+    """Mean squared error: mean((p - r)^2)."""
+    return _flat(prediction - reference).square().mean(dim=1)
+
+
+@METRICS.register("mae")
+def mae(prediction: Tensor, reference: Tensor) -> Tensor:
+    """Mean absolute error: mean(|p - r|)."""
+    return _flat(prediction - reference).abs().mean(dim=1)
+
+
+@METRICS.register("max_error")
+def max_error(prediction: Tensor, reference: Tensor) -> Tensor:
+    """Largest absolute error: max |p - r|."""
+    return _flat(prediction - reference).abs().amax(dim=1)
+
+
+@METRICS.register("rel_l2")
+def rel_l2(prediction: Tensor, reference: Tensor) -> Tensor:
+    """Relative L2 error: ||p - r||_2 / ||r||_2."""
+    diff = _flat(prediction - reference).norm(dim=1)
+    return diff / _flat(reference).norm(dim=1).clamp_min(_EPS)
+
+
+@METRICS.register("nrmse")
+def nrmse(prediction: Tensor, reference: Tensor) -> Tensor:
+    """Normalized RMSE: rms(p - r) / rms(r) (equal to rel_l2 on uniform grids)."""
+    rms = _flat(prediction - reference).square().mean(dim=1).sqrt()
+    return rms / _flat(reference).square().mean(dim=1).sqrt().clamp_min(_EPS)
+
+
+def evaluate_all(prediction: Tensor, reference: Tensor) -> dict[str, Tensor]:
+    """Every registered metric, keyed by name: {name: [B]}."""
+    with torch.no_grad():
+        return {entry.name: entry.obj(prediction, reference) for entry in METRICS}

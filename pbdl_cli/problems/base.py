@@ -1,0 +1,133 @@
+"""The Problem interface: the physics of an experiment, no networks.
+
+A problem owns its fields and channels, domain and grid, parameters and their sampling
+distributions, initial and boundary conditions, and an exact solution where one exists.
+
+Shapes:
+    State  = Tensor [B, C, *spatial]      (B trajectories, C = len(fields) channels)
+    Params = dict[str, Tensor [B]]        (per-trajectory physical parameters)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import torch
+from omegaconf import MISSING
+from torch import Tensor
+
+Params = dict[str, Tensor]
+
+
+@dataclasses.dataclass
+class PluginConfig:
+    """Base of every plugin schema: ``name`` selects the registered plugin."""
+
+    name: str = MISSING
+
+
+@dataclasses.dataclass(frozen=True)
+class Grid:
+    """A uniform cell-centred grid on a box.
+
+    Attributes:
+        lower, upper: domain bounds per spatial dimension.
+        shape: number of cells per spatial dimension.
+        bc: boundary condition name (``"periodic"`` or ``"dirichlet"``).
+    """
+
+    lower: tuple[float, ...]
+    upper: tuple[float, ...]
+    shape: tuple[int, ...]
+    bc: str
+
+    @property
+    def num_spatial_dims(self) -> int:
+        return len(self.shape)
+
+    @property
+    def spacing(self) -> tuple[float, ...]:
+        return tuple(
+            (hi - lo) / n for lo, hi, n in zip(self.lower, self.upper, self.shape, strict=True)
+        )
+
+    @property
+    def is_periodic(self) -> bool:
+        return self.bc == "periodic"
+
+    def cell_centres(self, dim: int = 0, dtype: torch.dtype = torch.float64) -> Tensor:
+        """Cell-centre coordinates along ``dim``: ``lower + (i + 1/2) dx``, shape [n]."""
+        n, dx = self.shape[dim], self.spacing[dim]
+        return self.lower[dim] + (torch.arange(n, dtype=torch.float64) + 0.5).to(dtype) * dx
+
+
+class Problem(ABC):
+    """Physics definition of one experiment family (see module docstring for shapes)."""
+
+    Config: ClassVar[type]
+    #: channel names, in channel order
+    fields: ClassVar[tuple[str, ...]]
+    #: registered name of the solver used when the user picks none (``None``: no solver)
+    default_solver: ClassVar[str | None] = None
+
+    def __init__(self, config: PluginConfig) -> None:
+        self.config = config
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def num_channels(self) -> int:
+        return len(self.fields)
+
+    @property
+    @abstractmethod
+    def grid(self) -> Grid:
+        """The spatial grid states live on."""
+
+    @property
+    @abstractmethod
+    def t_end(self) -> float:
+        """Final time of a trajectory."""
+
+    @property
+    @abstractmethod
+    def dt(self) -> float:
+        """Output interval: spacing of the stored frames."""
+
+    @property
+    def num_steps(self) -> int:
+        """Number of output intervals in ``[0, t_end]``."""
+        n = round(self.t_end / self.dt)
+        if not math.isclose(n * self.dt, self.t_end, rel_tol=1e-9, abs_tol=1e-12):
+            raise ValueError(f"t_end={self.t_end} is not a multiple of dt={self.dt}")
+        return n
+
+    def times(self) -> Tensor:
+        """Output times ``k dt`` for k = 0..num_steps, float64, shape [T]."""
+        return torch.arange(self.num_steps + 1, dtype=torch.float64) * self.dt
+
+    def coords(self) -> dict[str, Tensor]:
+        """Cell-centre coordinates per spatial axis, float64 (``x``, ``y``, ``z``)."""
+        axes = "xyz"
+        return {axes[d]: self.grid.cell_centres(d) for d in range(self.grid.num_spatial_dims)}
+
+    @abstractmethod
+    def sample_params(self, n: int, generator: torch.Generator) -> Params:
+        """Draw physical parameters for ``n`` trajectories (CPU tensors [n])."""
+
+    @abstractmethod
+    def initial_state(self, params: Params, generator: torch.Generator) -> Tensor:
+        """Initial states for the trajectories of ``params``: [B, C, *spatial], float64, CPU."""
+
+    def reference(self, t: Tensor, params: Params) -> Tensor | None:
+        """Exact solution at times ``t`` [T] for ``params``: [B, T, C, *spatial], or None."""
+        return None
+
+    def slug(self) -> str:
+        """A short readable tag of the main settings, used in dataset names."""
+        return self.name

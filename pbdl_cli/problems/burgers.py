@@ -1,0 +1,198 @@
+"""1D viscous Burgers equation.
+
+    u_t + u u_x = nu u_xx,    x in [-1, 1],  t in [0, t_end]
+
+with periodic or homogeneous Dirichlet (u(±1) = 0) boundaries. One channel ``u``; states
+are ``[B, 1, nx]`` on the cell centres ``x_i = -1 + (i + 1/2) dx``, ``dx = 2 / nx``.
+
+Initial conditions (``ic``):
+    sine:  u0 = -A sin(pi x) (Raissi et al. 2019; PBDL book ch. 3.6, 11, 14). Its exact
+           solution follows from the Cole-Hopf transformation (``reference``); it is the
+           same for both boundary conditions because -sin(pi x) is odd about x = ±1.
+    sines: a random sum of ``ic_modes`` sines with random amplitudes and phases,
+           rescaled to max |u0| = A; Dirichlet uses sin(k pi (x + 1) / 2), which vanish at
+           the walls.
+    grf:   a Gaussian random field with spectrum (kappa^2 + tau^2)^(-alpha) (as in the
+           FNO Burgers data of Li et al. 2021), rescaled to pointwise standard deviation A.
+
+The viscosity is ``nu`` for every trajectory, or drawn log-uniformly from ``nu_range``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+
+import torch
+from torch import Tensor
+
+from pbdl_cli.problems import PROBLEMS
+from pbdl_cli.problems.base import Grid, Params, PluginConfig, Problem
+
+
+class BoundaryCondition(str, enum.Enum):
+    periodic = "periodic"
+    dirichlet = "dirichlet"
+
+
+class InitialCondition(str, enum.Enum):
+    sine = "sine"
+    sines = "sines"
+    grf = "grf"
+
+
+@dataclasses.dataclass
+class BurgersConfig(PluginConfig):
+    """Configuration of :class:`Burgers` (keys are ``problem.<key>`` on the command line).
+
+    Attributes:
+        nx: number of cells on [-1, 1].
+        nu: viscosity used for every trajectory (when ``nu_range`` is null).
+        nu_range: ``[lo, hi]``: draw nu log-uniformly per trajectory instead.
+        bc: ``periodic`` or ``dirichlet`` (u = 0 at x = ±1).
+        ic: initial condition family: ``sine``, ``sines`` or ``grf``.
+        ic_amplitude: A in the formulas of the module docstring.
+        ic_modes: number of sine modes of the ``sines`` family.
+        grf_alpha, grf_tau: spectrum exponent and length-scale parameter of ``grf``.
+        t_end: final time.
+        dt: output interval (stored frames); the solver substeps internally.
+    """
+
+    nx: int = 128
+    nu: float = 0.02
+    nu_range: list[float] | None = None
+    bc: BoundaryCondition = BoundaryCondition.periodic
+    ic: InitialCondition = InitialCondition.sines
+    ic_amplitude: float = 1.0
+    ic_modes: int = 3
+    grf_alpha: float = 2.5
+    grf_tau: float = 7.0
+    t_end: float = 1.0
+    dt: float = 0.02
+
+    def __post_init__(self) -> None:
+        if self.nx < 4:
+            raise ValueError("nx must be >= 4")
+        if self.nu <= 0:
+            raise ValueError("nu must be > 0")
+        if self.nu_range is not None and (
+            len(self.nu_range) != 2 or not 0 < self.nu_range[0] <= self.nu_range[1]
+        ):
+            raise ValueError("nu_range must be [lo, hi] with 0 < lo <= hi")
+        if self.ic_modes < 1:
+            raise ValueError("ic_modes must be >= 1")
+        if self.dt <= 0 or self.t_end <= 0:
+            raise ValueError("dt and t_end must be > 0")
+        n = round(self.t_end / self.dt)
+        if n < 1 or not math.isclose(n * self.dt, self.t_end, rel_tol=1e-9):
+            raise ValueError(f"t_end={self.t_end} must be a whole multiple of dt={self.dt}")
+
+
+@PROBLEMS.register("burgers")
+class Burgers(Problem):
+    """1D viscous Burgers equation u_t + u u_x = nu u_xx on [-1, 1]."""
+
+    Config = BurgersConfig
+    config: BurgersConfig
+    fields = ("u",)
+    default_solver = "burgers_spectral"
+
+    @property
+    def grid(self) -> Grid:
+        return Grid(lower=(-1.0,), upper=(1.0,), shape=(self.config.nx,), bc=self.config.bc.value)
+
+    @property
+    def t_end(self) -> float:
+        return self.config.t_end
+
+    @property
+    def dt(self) -> float:
+        return self.config.dt
+
+    def slug(self) -> str:
+        c = self.config
+        nu = f"nu{c.nu_range[0]:g}-{c.nu_range[1]:g}" if c.nu_range else f"nu{c.nu:g}"
+        return f"{c.ic.value}_{c.bc.value}_nx{c.nx}_{nu}"
+
+    # -- parameters and initial states --------------------------------------------------
+    def sample_params(self, n: int, generator: torch.Generator) -> Params:
+        c = self.config
+        if c.nu_range is None:
+            nu = torch.full((n,), c.nu, dtype=torch.float64)
+        else:
+            lo, hi = math.log(c.nu_range[0]), math.log(c.nu_range[1])
+            nu = torch.exp(lo + (hi - lo) * torch.rand(n, generator=generator, dtype=torch.float64))
+        return {"nu": nu}
+
+    def initial_state(self, params: Params, generator: torch.Generator) -> Tensor:
+        c = self.config
+        batch = params["nu"].shape[0]
+        x = self.grid.cell_centres()  # [X] float64
+        if c.ic is InitialCondition.sine:
+            u = -c.ic_amplitude * torch.sin(math.pi * x).expand(batch, -1)
+        elif c.ic is InitialCondition.sines:
+            u = self._random_sines(x, batch, generator)
+        else:
+            u = self._gaussian_random_field(x, batch, generator)
+        return u[:, None, :].contiguous()
+
+    def _random_sines(self, x: Tensor, batch: int, generator: torch.Generator) -> Tensor:
+        c = self.config
+        k = torch.arange(1, c.ic_modes + 1, dtype=torch.float64)
+        amp = 2 * torch.rand(batch, c.ic_modes, generator=generator, dtype=torch.float64) - 1
+        if self.grid.is_periodic:
+            phase = (
+                2
+                * math.pi
+                * torch.rand(batch, c.ic_modes, generator=generator, dtype=torch.float64)
+            )
+            arg = math.pi * k[None, :, None] * x[None, None, :] + phase[..., None]
+        else:  # modes vanishing at x = ±1
+            arg = (math.pi / 2) * k[None, :, None] * (x[None, None, :] + 1)
+        u = (amp[..., None] * torch.sin(arg)).sum(dim=1)
+        return c.ic_amplitude * u / u.abs().amax(dim=-1, keepdim=True).clamp_min(1e-12)
+
+    def _gaussian_random_field(self, x: Tensor, batch: int, generator: torch.Generator) -> Tensor:
+        c = self.config
+        nx = c.nx
+        if self.grid.is_periodic:
+            k = torch.arange(1, nx // 2 + 1, dtype=torch.float64)
+            kappa = math.pi * k  # period 2
+            sigma = (kappa**2 + c.grf_tau**2) ** (-c.grf_alpha / 2)
+            xi = torch.randn(batch, 2, k.numel(), generator=generator, dtype=torch.float64)
+            phase = kappa[:, None] * x[None, :]  # [K, X]
+            u = (xi[:, 0] * sigma) @ torch.cos(phase) + (xi[:, 1] * sigma) @ torch.sin(phase)
+            std = sigma.square().sum().sqrt()  # pointwise std of the field
+        else:
+            k = torch.arange(1, nx + 1, dtype=torch.float64)
+            kappa = (math.pi / 2) * k
+            sigma = (kappa**2 + c.grf_tau**2) ** (-c.grf_alpha / 2)
+            xi = torch.randn(batch, k.numel(), generator=generator, dtype=torch.float64)
+            u = (xi * sigma) @ torch.sin(kappa[:, None] * (x[None, :] + 1))
+            std = (sigma.square().sum() / 2).sqrt()  # spatial mean of the pointwise variance
+        return c.ic_amplitude * u / std
+
+    # -- exact solution -------------------------------------------------------------------
+    def reference(self, t: Tensor, params: Params) -> Tensor | None:
+        """Cole-Hopf solution for ``ic=sine``: [B, T, 1, X] float64; None otherwise.
+
+        For amplitude A the solution is ``A v(x, A t; nu / A)`` with v the unit-amplitude
+        solution, since u -> A u, t -> t / A maps Burgers with viscosity nu / A onto nu.
+        """
+        c = self.config
+        if c.ic is not InitialCondition.sine or c.ic_amplitude <= 0:
+            return None
+        from pbdl_cli.problems.cole_hopf import burgers_sine_exact
+
+        a = c.ic_amplitude
+        x = self.grid.cell_centres()
+        t = t.to(torch.float64)
+        nu = params["nu"].to(torch.float64).cpu()
+        cache: dict[float, Tensor] = {}
+        out = []
+        for value in nu.tolist():
+            if value not in cache:
+                cache[value] = a * burgers_sine_exact(x, a * t, value / a)
+            out.append(cache[value])
+        return torch.stack(out)[:, :, None, :]

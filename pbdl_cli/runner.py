@@ -1,0 +1,275 @@
+"""Running a stage: compose and validate the config, then hand over to Hydra.
+
+The CLI passes everything after ``pbdl <stage>`` here unchanged. Arguments are parsed
+with Hydra's own argument parser, so ``-m``, ``--cfg``, ``--info``, ``-cd``, launcher
+overrides (``hydra/launcher=joblib``) and interpolation behave exactly as in any Hydra
+app. Before Hydra starts, pbdl composes the config once per sweep value with Hydra's
+compose API and validates it against the typed schemas; a user error therefore ends in
+one readable message and exit code 2 before any run directory or file is created.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from pbdl_cli.config import STAGE_SCHEMAS, translate
+from pbdl_cli.errors import PbdlError, did_you_mean
+from pbdl_cli.plugins import load_plugins
+
+CONFIG_MODULE = "pbdl_cli.conf"
+VERSION_BASE = "1.3"
+
+
+# -- argument parsing --------------------------------------------------------------------
+def parse_args(stage: str, args: list[str]) -> argparse.Namespace:
+    """Parse ``args`` with Hydra's own parser; errors become PbdlError."""
+    from hydra._internal.utils import get_args_parser
+
+    parser = get_args_parser()
+    parser.prog = f"pbdl {stage}"
+
+    def error(message: str) -> None:
+        raise PbdlError(f"{message} (see pbdl {stage} --help)")
+
+    parser.error = error  # type: ignore[method-assign]
+    return parser.parse_args(args)
+
+
+def plugin_modules(overrides: list[str]) -> list[str]:
+    """Modules named by a ``plugins=[a,b]`` override (imported before composing)."""
+    modules: list[str] = []
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if key.lstrip("+~") == "plugins" and value:
+            modules += [m.strip() for m in value.strip("[]").split(",") if m.strip()]
+    return modules
+
+
+# -- composition -------------------------------------------------------------------------
+@contextlib.contextmanager
+def _hydra_context(stage: str, config_dir: str | None) -> Iterator[None]:
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():  # e.g. called from inside a Hydra job
+        GlobalHydra.instance().clear()
+    with initialize_config_module(CONFIG_MODULE, version_base=VERSION_BASE, job_name=stage):
+        yield
+
+
+def _with_config_dir(overrides: list[str], config_dir: str | None) -> list[str]:
+    if config_dir is None:
+        return list(overrides)
+    path = Path(config_dir).expanduser().resolve()
+    if not path.is_dir():
+        raise PbdlError(f"config dir {config_dir} does not exist")
+    return [*overrides, f"hydra.searchpath=[file://{path}]"]
+
+
+def compose(
+    stage: str,
+    overrides: list[str] = (),  # type: ignore[assignment]
+    *,
+    config_dir: str | None = None,
+    with_choices: bool = False,
+) -> DictConfig:
+    """Compose the config of ``stage`` with ``overrides`` (no run directory, no files).
+
+    With ``with_choices`` the result has a ``_choices_`` key: the selected option of each
+    config group (``problem: burgers``), taken from Hydra's runtime config.
+    """
+    from hydra import compose as hydra_compose
+
+    overrides = _with_config_dir(list(overrides), config_dir)
+    with _hydra_context(stage, config_dir):
+        try:
+            cfg = hydra_compose(stage, overrides=overrides, return_hydra_config=with_choices)
+        except Exception as error:  # Hydra raises many types; all become one message
+            raise compose_error(error, stage) from None
+    if with_choices:
+        choices = {
+            k: v
+            for k, v in OmegaConf.to_container(cfg.hydra.runtime.choices).items()
+            if not k.startswith("hydra/") and not k.startswith("schema")
+        }
+        with _unlocked(cfg):
+            del cfg["hydra"]
+            cfg["_choices_"] = choices
+    return cfg
+
+
+@contextlib.contextmanager
+def _unlocked(cfg: DictConfig) -> Iterator[None]:
+    from omegaconf import open_dict
+
+    with open_dict(cfg):
+        yield
+
+
+def compose_error(error: Exception, stage: str) -> PbdlError:
+    """Translate a Hydra composition error into one readable message."""
+    from hydra.errors import MissingConfigException, OverrideParseException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if isinstance(error, PbdlError):
+        return error
+    if isinstance(error, OverrideParseException):
+        return PbdlError(f"cannot parse override: {str(error).splitlines()[0]}")
+    if isinstance(error, MissingConfigException):
+        missing = error.missing_cfg_file or ""
+        group, _, option = missing.rpartition("/")
+        options = [o for o in (error.options or []) if not o.endswith("_default")]
+        if group:
+            kind = group.replace("/", ".")
+            hint = ""
+            if group.startswith("hydra/launcher"):
+                hint = " (install the launcher plugin, e.g. pip install hydra-joblib-launcher)"
+            return PbdlError(
+                f"unknown {kind} '{option}'{did_you_mean(option, options)}; "
+                f"available: {', '.join(options) or '(none)'}{hint}"
+            )
+        return PbdlError(f"cannot find config '{missing}'")
+    cause = error.__cause__ or error.__context__
+    if isinstance(cause, OmegaConfBaseException):
+        schema = getattr(cause, "object_type", None) or STAGE_SCHEMAS.get(stage)
+        return translate(cause, schema=schema if isinstance(schema, type) else None)
+    message = str(error).strip()
+    first = message.splitlines()[0] if message else type(error).__name__
+    if "No match in the defaults list" in message:
+        key = first.split("'")[1] if "'" in first else "?"
+        return PbdlError(
+            f"unknown config group '{key}' in '{key}=...'; groups of pbdl {stage}: "
+            f"{', '.join(config_groups())}"
+        )
+    return PbdlError(first)
+
+
+def config_groups() -> list[str]:
+    """The plugin config groups a user can select with ``group=option``."""
+    return ["problem", "solver", "experiment"]
+
+
+def sweep_combinations(overrides: list[str]) -> list[list[str]]:
+    """Override lists that together visit every value of every sweep at least once.
+
+    A cartesian product could be huge; each value of each sweep is checked once, with
+    the other sweeps at their first value. Sweeps that cannot be enumerated (intervals,
+    globs) are checked with none of their values.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception as error:
+        raise compose_error(error, "") from None
+    base: list[str] = []
+    sweeps: list[tuple[int, list[str]]] = []
+    for override in parsed:
+        text = override.input_line
+        if override.is_sweep_override():
+            try:
+                values = list(override.sweep_string_iterator())
+            except Exception:
+                continue  # not enumerable: leave it to Hydra's sweeper
+            key = override.get_key_element()
+            sweeps.append((len(base), [f"{key}={v}" for v in values]))
+            base.append(sweeps[-1][1][0] if values else text)
+        else:
+            base.append(text)
+    combos = [base]
+    for index, values in sweeps:
+        for value in values[1:]:
+            combo = list(base)
+            combo[index] = value
+            combos.append(combo)
+    return combos
+
+
+def check(stage_name: str, args: argparse.Namespace) -> Any:
+    """Compose and validate every sweep value of a command line; return the first settings."""
+    from pbdl_cli.stages import STAGES
+
+    stage = STAGES.get(stage_name)()
+    combos = sweep_combinations(args.overrides) if args.multirun else [args.overrides]
+    first = None
+    for overrides in combos:
+        cfg = compose(stage.config_name, overrides, config_dir=args.config_dir)
+        settings = validate_config(stage, cfg)
+        first = settings if first is None else first
+    return first
+
+
+def validate_config(stage: Any, cfg: DictConfig) -> Any:
+    """The stage's validation of a composed config (without Hydra's own node)."""
+    plain = OmegaConf.masked_copy(cfg, [k for k in cfg if k not in ("hydra", "_choices_")])
+    return stage.validate(plain)
+
+
+# -- execution through Hydra ---------------------------------------------------------------
+class StageTask:
+    """The Hydra task function of a stage (a picklable object, for process launchers)."""
+
+    def __init__(self, stage_name: str) -> None:
+        self.stage_name = stage_name
+        self.__name__ = f"pbdl_{stage_name}"
+        self.__module__ = __name__
+
+    def __call__(self, cfg: DictConfig) -> Any:
+        from hydra.core.hydra_config import HydraConfig
+
+        from pbdl_cli.console import report_error
+        from pbdl_cli.stages import STAGES
+
+        try:
+            load_plugins(list(cfg.get("plugins", None) or []))
+            stage = STAGES.get(self.stage_name)()
+            settings = validate_config(stage, cfg)
+            run_dir = Path(HydraConfig.get().runtime.output_dir)
+            return stage.run(settings, cfg, run_dir)
+        except PbdlError as error:
+            report_error(str(error))
+            raise SystemExit(error.exit_code) from None
+        except KeyboardInterrupt:
+            report_error("interrupted; results written before the interruption are kept")
+            raise SystemExit(130) from None
+
+
+def run_stage(stage_name: str, args: list[str]) -> None:
+    """Validate ``args`` for ``stage_name`` and run it through Hydra's main entry point."""
+    import hydra
+
+    from pbdl_cli.stages import STAGES
+
+    parsed = parse_args(stage_name, args)
+    load_plugins(plugin_modules(parsed.overrides))
+    if parsed.config_name is not None or parsed.config_path is not None:
+        raise PbdlError(
+            "--config-name/--config-path are fixed by the stage; use -cd DIR to add configs"
+        )
+    if not (parsed.info or parsed.hydra_help or parsed.shell_completion):
+        check(stage_name, parsed)
+    stage = STAGES.get(stage_name)
+    if not stage.implemented:
+        raise PbdlError(
+            f"the config is valid, but pbdl {stage_name} is not implemented yet", exit_code=1
+        )
+    main = hydra.main(
+        config_path=f"pkg://{CONFIG_MODULE}",
+        config_name=stage.config_name,
+        version_base=VERSION_BASE,
+    )(StageTask(stage_name))
+    saved = sys.argv
+    sys.argv = [f"pbdl {stage_name}", *args]
+    os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+    try:
+        main()
+    finally:
+        sys.argv = saved

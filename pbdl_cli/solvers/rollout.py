@@ -1,0 +1,45 @@
+"""Autoregressive rollouts, shared by solvers, surrogates and corrected solvers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from pbdl_cli.problems.base import Params
+
+#: anything that maps (state [B, C, *spatial], dt, params) to the next state
+Stepper = Callable[[Tensor, float, Params], Tensor]
+
+
+def rollout(
+    stepper: Stepper,
+    state: Tensor,
+    num_steps: int,
+    dt: float,
+    params: Params,
+    *,
+    every: int = 1,
+    include_init: bool = True,
+) -> Tensor:
+    """Apply ``stepper`` ``num_steps`` times and stack every ``every``-th state.
+
+    Args:
+        stepper: one step of size ``dt`` (a :class:`Solver`, a network wrapper, ...).
+        state: initial state [B, C, *spatial].
+        num_steps: number of steps to take.
+        every: keep one state out of ``every`` (``num_steps`` must be a multiple).
+        include_init: put ``state`` itself first.
+
+    Returns:
+        Tensor [B, T, C, *spatial] with ``T = num_steps // every (+ 1 if include_init)``.
+    """
+    if every < 1 or num_steps % every:
+        raise ValueError(f"num_steps={num_steps} must be a positive multiple of every={every}")
+    frames = [state] if include_init else []
+    for k in range(1, num_steps + 1):
+        state = stepper(state, dt, params)
+        if k % every == 0:
+            frames.append(state)
+    return torch.stack(frames, dim=1)

@@ -1,0 +1,35 @@
+"""The Stage interface: a pipeline the CLI runs on a composed config.
+
+A stage names its primary config (``conf/<name>.yaml``), turns the composed
+``DictConfig`` into typed objects (:meth:`Stage.validate`, which must fail fast with
+:class:`~pbdl_cli.errors.PbdlError` and touch no files), and runs (:meth:`Stage.run`)
+inside the run directory Hydra created. Stages are the only code that writes files or
+talks to the terminal.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+from omegaconf import DictConfig
+
+
+class Stage(ABC):
+    """One command of the pipeline (generate, train, evaluate, ...)."""
+
+    #: name of the primary config in pbdl_cli/conf (usually the stage's name)
+    config_name: ClassVar[str]
+    #: two or three example command lines shown in ``pbdl <stage> --help``
+    examples: ClassVar[tuple[str, ...]] = ()
+    #: False while a stage only validates its config (the CLI says so and exits 1)
+    implemented: ClassVar[bool] = True
+
+    @abstractmethod
+    def validate(self, cfg: DictConfig) -> Any:
+        """Typed, checked settings for :meth:`run`; raises PbdlError on bad input."""
+
+    @abstractmethod
+    def run(self, settings: Any, cfg: DictConfig, run_dir: Path) -> Any:
+        """Execute the stage; ``cfg`` is the resolved config (for provenance)."""

@@ -1,0 +1,229 @@
+"""``pbdl generate``: simulate trajectories and write one HDF5 file per split.
+
+For each split (train, val, test) the stage draws the parameters of all trajectories
+from the split's own seed, draws each initial state from a seed derived from
+``(seed, split, index)`` — so the data do not depend on ``data.batch_size`` or the
+device — rolls them out in batches on the chosen device, and streams each batch to
+``<root>/<problem>/<name>.partial-<pid>/<split>.h5.partial``. Only when every split is
+complete is the directory renamed to ``<root>/<problem>/<name>``: an interrupted run
+never leaves anything that looks complete, and an existing dataset is replaced only
+with ``overwrite=true``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from rich.table import Table
+from tqdm.auto import tqdm
+
+from pbdl_cli import __version__
+from pbdl_cli.config import GenerateConfig, to_schema
+from pbdl_cli.console import console
+from pbdl_cli.errors import PbdlError
+from pbdl_cli.problems import PROBLEMS, Problem
+from pbdl_cli.solvers import SOLVERS, Solver, rollout
+from pbdl_cli.stages import STAGES
+from pbdl_cli.stages.base import Stage
+from pbdl_cli.utils.device import resolve_device, resolve_dtype
+from pbdl_cli.utils.files import atomic_write_text, publish_directory, remove_stale_partials
+from pbdl_cli.utils.seeding import derive_seed, generator
+
+log = logging.getLogger("pbdl.generate")
+
+SPLITS = ("train", "val", "test")
+#: config keys that change speed or location but not the data (left out of the name hash)
+_NOT_IN_HASH = ("batch_size", "root", "name", "compression")
+
+
+@dataclasses.dataclass
+class GenerateSettings:
+    """Validated inputs of a generate run."""
+
+    config: GenerateConfig
+    problem: Problem
+    solver: Solver
+    device: torch.device
+    dtype: torch.dtype
+    target: Path
+
+
+def dataset_name(cfg: DictConfig, problem: Problem) -> str:
+    """``<problem slug>-<8 hex digits>``: the hash covers everything that shapes the data."""
+    data = {k: v for k, v in OmegaConf.to_container(cfg.data).items() if k not in _NOT_IN_HASH}
+    identity = {
+        "problem": OmegaConf.to_container(cfg.problem, resolve=True),
+        "solver": OmegaConf.to_container(cfg.solver, resolve=True),
+        "data": data,
+        "seed": cfg.seed,
+        "dtype": str(cfg.dtype),
+    }
+    digest = hashlib.sha256(repr(sorted(identity.items())).encode()).hexdigest()[:8]
+    return f"{problem.slug()}-{digest}"
+
+
+@STAGES.register("generate")
+class Generate(Stage):
+    """Simulate a dataset with a differentiable solver and store it as HDF5 (schema v1)."""
+
+    config_name = "generate"
+    examples = (
+        "pbdl generate problem=burgers",
+        "pbdl generate problem.nu=0.005 problem.ic=grf data.n_train=512 device=cuda",
+        "pbdl generate -m problem.nu=0.01,0.001",
+    )
+
+    def validate(self, cfg: DictConfig) -> GenerateSettings:
+        # plugin nodes first, so that their errors name their own keys
+        problem = PROBLEMS.build(cfg.problem)
+        if cfg.solver.get("name") == "none":
+            raise PbdlError(
+                f"problem '{problem.name}' has no default solver; choose one with solver=..."
+            )
+        solver = SOLVERS.build(cfg.solver, problem=problem)
+        config: GenerateConfig = to_schema(cfg, GenerateConfig, path="")
+        name = config.data.name if config.data.name != "auto" else dataset_name(cfg, problem)
+        target = Path(config.data.root) / problem.name / name
+        if target.exists() and not config.overwrite:
+            raise PbdlError(
+                f"dataset {target} already exists; pass overwrite=true to replace it or "
+                "data.name=<new name> to keep both"
+            )
+        return GenerateSettings(
+            config=config,
+            problem=problem,
+            solver=solver,
+            device=resolve_device(config.device),
+            dtype=resolve_dtype(config.dtype.value),
+            target=target,
+        )
+
+    def run(self, settings: GenerateSettings, cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+        s = settings
+        sizes = {
+            "train": s.config.data.n_train,
+            "val": s.config.data.n_val,
+            "test": s.config.data.n_test,
+        }
+        s.target.parent.mkdir(parents=True, exist_ok=True)
+        for stale in remove_stale_partials(s.target):
+            log.info("removed %s left by an interrupted run", stale)
+        partial = s.target.with_name(f"{s.target.name}.partial-{os.getpid()}")
+        partial.mkdir()
+        yaml = OmegaConf.to_yaml(
+            OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True
+        )
+        log.info(
+            "generating %s with %s on %s (%s): %s",
+            s.problem.name,
+            s.solver.config.name,
+            s.device,
+            s.config.dtype.value,
+            ", ".join(f"{k}={v}" for k, v in sizes.items()),
+        )
+        start = time.perf_counter()
+        try:
+            files = {}
+            for split, count in sizes.items():
+                if count:
+                    files[split] = write_split(s, split, count, partial / f"{split}.h5", yaml)
+            atomic_write_text(partial / "config.yaml", yaml)
+            publish_directory(partial, s.target, overwrite=s.config.overwrite)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        elapsed = time.perf_counter() - start
+        paths = {split: s.target / path.name for split, path in files.items()}
+        _summary(s, sizes, paths, elapsed)
+        return {"dataset": str(s.target), "files": {k: str(v) for k, v in paths.items()}}
+
+
+def write_split(s: GenerateSettings, split: str, count: int, path: Path, yaml: str) -> Path:
+    """Simulate ``count`` trajectories of ``split`` and stream them to ``path``."""
+    from pbdl_cli.data import TrajectoryWriter
+
+    problem, seed = s.problem, s.config.seed
+    times = problem.times()
+    params = problem.sample_params(count, generator(seed, split, "params"))
+    attrs = {
+        "problem": problem.name,
+        "solver": s.solver.config.name,
+        "dt": float(problem.dt),
+        "seed": int(derive_seed(seed, split)),
+        "split": split,
+        "config": yaml,
+        "pbdl_version": __version__,
+        "dataset_seed": int(seed),
+    }
+    frame = (1, *problem.grid.shape)  # one dataset per channel: /fields/<channel name>
+    batch = s.config.data.batch_size
+    with (
+        TrajectoryWriter(
+            path,
+            num_trajectories=count,
+            num_times=len(times),
+            fields={name: frame for name in problem.fields},
+            params={k: () for k in params},
+            coords={"t": times, **problem.coords()},
+            attrs=attrs,
+            compression=s.config.data.compression,
+        ) as writer,
+        tqdm(total=count, desc=f"{split:>5}", unit="traj", leave=False, disable=None) as bar,
+    ):
+        for begin in range(0, count, batch):
+            index = range(begin, min(begin + batch, count))
+            chunk = {k: v[index.start : index.stop] for k, v in params.items()}
+            u0 = torch.cat(
+                [
+                    problem.initial_state(
+                        {k: v[i - begin : i - begin + 1] for k, v in chunk.items()},
+                        generator(seed, split, "initial", i),
+                    )
+                    for i in index
+                ]
+            )
+            on_device = {k: v.to(s.device, s.dtype) for k, v in chunk.items()}
+            with torch.no_grad():
+                trajectories = rollout(
+                    s.solver, u0.to(s.device, s.dtype), problem.num_steps, problem.dt, on_device
+                )
+            if not bool(torch.isfinite(trajectories).all()):
+                raise PbdlError(
+                    f"{split}: the simulation produced non-finite values; the solver is unstable "
+                    "for these settings (lower problem.dt or solver.cfl)"
+                )
+            channels = trajectories.split(1, dim=2)  # [b, T, 1, *spatial] each
+            writer.write(dict(zip(problem.fields, channels, strict=True)), chunk)
+            bar.update(len(index))
+    return path
+
+
+def _summary(
+    s: GenerateSettings, sizes: dict[str, int], paths: dict[str, Path], elapsed: float
+) -> None:
+    problem = s.problem
+    total = sum(sizes.values())
+    cells = total * problem.num_steps * int(torch.tensor(problem.grid.shape).prod())
+    table = Table(title=f"dataset {s.target}", show_header=True, header_style="bold")
+    table.add_column("split")
+    table.add_column("trajectories", justify="right")
+    table.add_column("/fields/" + ", ".join(problem.fields) + " [N, T, C, *spatial]")
+    table.add_column("file")
+    frame = (1, *problem.grid.shape)
+    for split, path in paths.items():
+        shape = [sizes[split], problem.num_steps + 1, *frame]
+        table.add_row(split, str(sizes[split]), str(shape), str(path))
+    console.print(table)
+    console.print(
+        f"{total} trajectories in {elapsed:.1f} s "
+        f"({cells / max(elapsed, 1e-9):.3g} cell updates/s, output interval dt={problem.dt})"
+    )

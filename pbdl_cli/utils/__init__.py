@@ -1,0 +1,1 @@
+"""Small shared helpers: devices and dtypes, seeds, atomic file operations."""

@@ -1,0 +1,64 @@
+"""Atomic file and directory operations: readers never see half-written results."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same directory."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with ``pid`` exists on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_partials(target: Path) -> list[Path]:
+    """Delete ``<target>.partial-<pid>`` directories whose writing process has died."""
+    removed = []
+    for candidate in target.parent.glob(f"{target.name}.partial-*"):
+        pid = candidate.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(candidate, ignore_errors=True)
+            removed.append(candidate)
+    return removed
+
+
+def publish_directory(partial: Path, target: Path, *, overwrite: bool) -> None:
+    """Rename the finished ``partial`` directory to ``target`` (replacing it if allowed).
+
+    The old target is first renamed aside and only deleted once the new one is in place,
+    so at every instant ``target`` is either the complete old or the complete new data.
+    """
+    if target.exists():
+        if not overwrite:
+            raise FileExistsError(target)
+        aside = target.with_name(f"{target.name}.old-{os.getpid()}")
+        os.replace(target, aside)
+        os.replace(partial, target)
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        os.replace(partial, target)
