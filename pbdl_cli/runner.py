@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -200,10 +201,15 @@ def check(stage_name: str, args: argparse.Namespace) -> Any:
     stage = STAGES.get(stage_name)()
     combos = sweep_combinations(args.overrides) if args.multirun else [args.overrides]
     first = None
-    for overrides in combos:
-        cfg = compose(stage.config_name, overrides, config_dir=args.config_dir)
-        settings = validate_config(stage, cfg)
-        first = settings if first is None else first
+    # warnings (e.g. resolution hints) are logged once, by the run itself
+    logging.disable(logging.WARNING)
+    try:
+        for overrides in combos:
+            cfg = compose(stage.config_name, overrides, config_dir=args.config_dir)
+            settings = validate_config(stage, cfg)
+            first = settings if first is None else first
+    finally:
+        logging.disable(logging.NOTSET)
     return first
 
 

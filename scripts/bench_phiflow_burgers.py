@@ -13,7 +13,7 @@ The script measures two things:
    checked against them value by value.
 2. Throughput on a batch of B = 64 random initial states (sums of three sines) with nx = 512,
    nu = 0.01/pi and DT = 1e-3 (diffusion number nu DT / dx² ≈ 0.21 <= 1/2): seconds per step and
-   cell updates per second (B nx steps / seconds, median over repeats after a warm-up step), for
+   cell updates per second (B nx steps / seconds, median of 5 repeats after a warm-up step), for
    the NumPy backend (``phi.flow``) and the Torch backend (``phi.torch.flow``, CPU), each with and
    without ``@jit_compile``. phiml 1.16's Torch ``grid_sample`` rejects 1-D grids (it passes 3-D
    tensors to ``torch.nn.functional.grid_sample``); that failure is recorded as a string, and the
@@ -180,6 +180,7 @@ def _worker_bench(spec: dict[str, Any]) -> dict[str, Any]:
         "dtype": str(v.values.dtype),
         "repeat_seconds": seconds,
         "median_seconds": median,
+        "min_seconds": min(seconds),
         "seconds_per_step": median / steps,
         "cell_updates_per_s": batch * nx * steps / median,
         "extrapolated_seconds_1000_steps": 1000 * median / steps,
@@ -238,9 +239,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--nu", type=float, default=0.01 / math.pi)
     parser.add_argument("--dt", type=float, default=1e-3)
     parser.add_argument("--steps", type=int, default=100, help="timed steps per repeat")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--precisions", type=int, nargs="+", default=[32, 64])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per configuration")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -289,7 +291,7 @@ def main(argv: list[str] | None = None) -> None:
     report["benchmark"]["settings"] = settings
     runs: dict[str, Any] = {}
     for bits in args.precisions:
-        for variant in VARIANTS:
+        for variant in args.variants:
             for jit in (False, True):
                 name = f"{variant}{'_jit' if jit else ''}_float{bits}"
                 print(f"benchmark {name} ...", flush=True)

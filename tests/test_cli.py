@@ -315,6 +315,17 @@ def test_user_plugin_module_from_config_env_and_entry_point(workdir):
     )
     assert_clean_error(run_cli("generate", "plugins=[not_there]", cwd=workdir), 2, "not_there")
 
+    # a user config dir with a preset of its own
+    (workdir / "my_conf" / "experiment").mkdir(parents=True)
+    (workdir / "my_conf" / "experiment" / "mine.yaml").write_text(
+        "# @package _global_\nproblem:\n  nx: 40\ndata:\n  name: mine\n"
+    )
+    shown = run_cli("show", "generate", "-cd", "my_conf", "experiment=mine", cwd=workdir)
+    assert shown.returncode == 0 and "nx: 40" in shown.stdout, shown.stderr
+    made = run_cli("generate", "-cd", "my_conf", "experiment=mine", *TINY[1:], cwd=workdir)
+    assert made.returncode == 0, made.stderr
+    assert (workdir / "datasets/burgers/mine/train.h5").exists()
+
     listed = run_cli("list", "solvers", cwd=workdir, env={**env, "PBDL_PLUGINS": "my_plugins"})
     assert "heat_only" in listed.stdout
 

@@ -4,7 +4,9 @@ against Cole-Hopf, gradients, batching, boundaries and substepping."""
 from __future__ import annotations
 
 import itertools
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -42,6 +44,21 @@ def test_sl_reproduces_book_chapter_3_6(dtype):
     assert traj.shape == (1, 33, 1, n)
     book_final = [0.0057228, 0.01716715, 0.02861034, 0.040052, 0.05149214]
     assert traj[0, -1, 0, :5].tolist() == pytest.approx(book_final, abs=1e-7)
+
+
+def test_sl_matches_phiflow_state_for_state():
+    """The same scheme as PhiFlow's diffuse.explicit + advect.semi_lagrangian, to rounding."""
+    reference = json.loads((Path(__file__).parent / "data" / "phiflow_book_case.json").read_text())
+    n = 128
+    problem, solver = build(
+        {"nx": n, "nu": 0.01 / (n * math.pi), "ic": "sine", "bc": "periodic", "dt": 1 / 32},
+        {"name": "burgers_sl", "substeps": 1},
+    )
+    params, u0 = initial(problem)
+    traj = solve(problem, solver, u0, params)
+    for step in (16, 32):
+        expected = torch.tensor(reference[f"state_step{step}"], dtype=torch.float64)
+        torch.testing.assert_close(traj[0, step, 0], expected, rtol=0, atol=1e-13)
 
 
 # -- accuracy against the exact solution ------------------------------------------------------
@@ -130,12 +147,16 @@ def test_spectral_converges_exponentially_in_space():
 
 
 # -- gradients --------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", SOLVERS)
+@pytest.mark.parametrize(
+    ("name", "substeps"), [("burgers_sl", 2), ("burgers_sl", 1), ("burgers_spectral", 2)]
+)
 @pytest.mark.parametrize("bc", ["periodic", "dirichlet"])
-def test_gradcheck_through_solver_steps(name, bc):
+def test_gradcheck_through_solver_steps(name, substeps, bc):
+    """Through two output steps, w.r.t. the initial state and the viscosity. For burgers_sl,
+    two substeps keep the Courant number below 1 (upwind form), one exceeds it (gather)."""
     problem, solver = build(
-        {"nx": 16, "nu": 0.05, "ic": "sines", "bc": bc, "t_end": 0.1, "dt": 0.05},
-        {"name": name, "substeps": 2},
+        {"nx": 16, "nu": 0.01, "ic": "sines", "bc": bc, "t_end": 0.4, "dt": 0.2},
+        {"name": name, "substeps": substeps},
     )
     params, u0 = initial(problem, batch=2)
     u0 = u0.clone().requires_grad_(True)
@@ -145,6 +166,20 @@ def test_gradcheck_through_solver_steps(name, bc):
         return rollout(solver, u, 2, problem.dt, {"nu": viscosity})
 
     assert torch.autograd.gradcheck(f, (u0, nu), eps=1e-6, atol=1e-6, rtol=1e-5)
+
+
+def test_sl_fast_path_equals_general_interpolation():
+    from pbdl_cli.solvers.boundary import extend, pad_ghosts
+    from pbdl_cli.solvers.burgers_sl import sample_near, sample_periodic
+
+    g = torch.Generator().manual_seed(1)
+    u = torch.randn(3, 1, 20, generator=g, dtype=torch.float64)
+    courant = 2 * torch.rand(3, 1, 20, generator=g, dtype=torch.float64) - 1  # |c| <= 1
+    for periodic in (True, False):
+        torch.testing.assert_close(
+            sample_near(pad_ghosts(u, periodic), courant),
+            sample_periodic(extend(u, periodic), courant),
+        )
 
 
 # -- batching, boundaries, substepping ---------------------------------------------------------

@@ -898,8 +898,8 @@ def render_info(info: DatasetInfo, *, show_config: bool = False) -> RenderableTy
         show_config: also print the full resolved config YAML.
     """
     head = Table.grid(padding=(0, 2))
-    head.add_column(style="bold")
-    head.add_column()
+    head.add_column(style="bold", no_wrap=True)
+    head.add_column(overflow="fold")
     head.add_row("file", str(info.path))
     head.add_row("size", _human_size(info.size_bytes))
     head.add_row("schema", f"version {info.schema_version}")

@@ -15,6 +15,10 @@ Initial conditions (``ic``):
     grf:   a Gaussian random field with spectrum (kappa^2 + tau^2)^(-alpha) (as in the
            FNO Burgers data of Li et al. 2021), rescaled to pointwise standard deviation A.
 
+Random initial states are continuous functions sampled at the cell centres: the same
+seed gives the same function at every resolution (for ``grf``, up to the modes the grid
+cannot represent), so datasets at different nx are consistent with each other.
+
 The viscosity is ``nu`` for every trajectory, or drawn log-uniformly from ``nu_range``.
 """
 
@@ -29,6 +33,11 @@ from torch import Tensor
 
 from pbdl_cli.problems import PROBLEMS
 from pbdl_cli.problems.base import Grid, Params, PluginConfig, Problem
+
+#: where the peak of a random sum of sines is measured (independent of nx)
+_PEAK_GRID = torch.linspace(-1.0, 1.0, 8193, dtype=torch.float64)
+#: mode numbers used for the variance of the infinite GRF series
+_SERIES_MODES = torch.arange(1, 2**16 + 1, dtype=torch.float64)
 
 
 class BoundaryCondition(str, enum.Enum):
@@ -60,7 +69,7 @@ class BurgersConfig(PluginConfig):
     """
 
     nx: int = 128
-    nu: float = 0.02
+    nu: float = 0.01
     nu_range: list[float] | None = None
     bc: BoundaryCondition = BoundaryCondition.periodic
     ic: InitialCondition = InitialCondition.sines
@@ -139,39 +148,49 @@ class Burgers(Problem):
 
     def _random_sines(self, x: Tensor, batch: int, generator: torch.Generator) -> Tensor:
         c = self.config
-        k = torch.arange(1, c.ic_modes + 1, dtype=torch.float64)
         amp = 2 * torch.rand(batch, c.ic_modes, generator=generator, dtype=torch.float64) - 1
+        phase = (
+            2 * math.pi * torch.rand(batch, c.ic_modes, generator=generator, dtype=torch.float64)
+        )
+        # the peak is taken on a fixed fine grid, so the same draw gives the same function
+        # at every resolution nx
+        peak = self._sines(_PEAK_GRID, amp, phase).abs().amax(dim=-1, keepdim=True)
+        return c.ic_amplitude * self._sines(x, amp, phase) / peak.clamp_min(1e-12)
+
+    def _sines(self, x: Tensor, amp: Tensor, phase: Tensor) -> Tensor:
+        """sum_k a_k sin(k pi x + phi_k) (periodic) or sum_k a_k sin(k pi (x + 1) / 2)."""
+        k = torch.arange(1, amp.shape[1] + 1, dtype=torch.float64)
         if self.grid.is_periodic:
-            phase = (
-                2
-                * math.pi
-                * torch.rand(batch, c.ic_modes, generator=generator, dtype=torch.float64)
-            )
             arg = math.pi * k[None, :, None] * x[None, None, :] + phase[..., None]
         else:  # modes vanishing at x = ±1
             arg = (math.pi / 2) * k[None, :, None] * (x[None, None, :] + 1)
-        u = (amp[..., None] * torch.sin(arg)).sum(dim=1)
-        return c.ic_amplitude * u / u.abs().amax(dim=-1, keepdim=True).clamp_min(1e-12)
+        return (amp[..., None] * torch.sin(arg)).sum(dim=1)
 
     def _gaussian_random_field(self, x: Tensor, batch: int, generator: torch.Generator) -> Tensor:
+        """Fourier (periodic) or sine (Dirichlet) series with N(0, sigma_k^2) coefficients.
+
+        Coefficients are drawn mode by mode, so a finer grid keeps the coarse grid's modes
+        and adds higher ones; the scale uses the variance of the infinite series, which
+        makes the field independent of nx up to the modes the grid cannot represent.
+        """
         c = self.config
-        nx = c.nx
         if self.grid.is_periodic:
-            k = torch.arange(1, nx // 2 + 1, dtype=torch.float64)
-            kappa = math.pi * k  # period 2
-            sigma = (kappa**2 + c.grf_tau**2) ** (-c.grf_alpha / 2)
-            xi = torch.randn(batch, 2, k.numel(), generator=generator, dtype=torch.float64)
-            phase = kappa[:, None] * x[None, :]  # [K, X]
-            u = (xi[:, 0] * sigma) @ torch.cos(phase) + (xi[:, 1] * sigma) @ torch.sin(phase)
-            std = sigma.square().sum().sqrt()  # pointwise std of the field
+            kappa = math.pi * torch.arange(1, c.nx // 2 + 1, dtype=torch.float64)  # period 2
+            xi = torch.randn(batch, kappa.numel(), 2, generator=generator, dtype=torch.float64)
+            sigma = self._grf_sigma(kappa)
+            arg = kappa[:, None] * x[None, :]  # [K, X]
+            u = (xi[..., 0] * sigma) @ torch.cos(arg) + (xi[..., 1] * sigma) @ torch.sin(arg)
+            variance = self._grf_sigma(math.pi * _SERIES_MODES).square().sum()
         else:
-            k = torch.arange(1, nx + 1, dtype=torch.float64)
-            kappa = (math.pi / 2) * k
-            sigma = (kappa**2 + c.grf_tau**2) ** (-c.grf_alpha / 2)
-            xi = torch.randn(batch, k.numel(), generator=generator, dtype=torch.float64)
-            u = (xi * sigma) @ torch.sin(kappa[:, None] * (x[None, :] + 1))
-            std = (sigma.square().sum() / 2).sqrt()  # spatial mean of the pointwise variance
-        return c.ic_amplitude * u / std
+            kappa = (math.pi / 2) * torch.arange(1, c.nx + 1, dtype=torch.float64)
+            xi = torch.randn(batch, kappa.numel(), generator=generator, dtype=torch.float64)
+            u = (xi * self._grf_sigma(kappa)) @ torch.sin(kappa[:, None] * (x[None, :] + 1))
+            # spatial mean of the pointwise variance
+            variance = self._grf_sigma((math.pi / 2) * _SERIES_MODES).square().sum() / 2
+        return c.ic_amplitude * u / variance.sqrt()
+
+    def _grf_sigma(self, kappa: Tensor) -> Tensor:
+        return (kappa**2 + self.config.grf_tau**2) ** (-self.config.grf_alpha / 2)
 
     # -- exact solution -------------------------------------------------------------------
     def reference(self, t: Tensor, params: Params) -> Tensor | None:

@@ -19,3 +19,14 @@ def extend(u: Tensor, periodic: bool) -> Tensor:
     if periodic:
         return u
     return torch.cat([u, -u.flip(-1)], dim=-1)
+
+
+def pad_ghosts(u: Tensor, periodic: bool) -> Tensor:
+    """One ghost cell per side along the last axis: [.., N] -> [.., N + 2].
+
+    Periodic: the opposite end; Dirichlet: the odd reflection ``-u_0`` and ``-u_{N-1}``.
+    Equal to ``extend(u)`` read at indices -1..N, without building the full extension.
+    """
+    if periodic:
+        return torch.cat([u[..., -1:], u, u[..., :1]], dim=-1)
+    return torch.cat([-u[..., :1], u, -u[..., -1:]], dim=-1)

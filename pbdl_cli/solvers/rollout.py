@@ -37,9 +37,29 @@ def rollout(
     """
     if every < 1 or num_steps % every:
         raise ValueError(f"num_steps={num_steps} must be a positive multiple of every={every}")
-    frames = [state] if include_init else []
+    count = num_steps // every + (1 if include_init else 0)
+    if count == 0:
+        raise ValueError("nothing to return: num_steps=0 and include_init=False")
+    if torch.is_grad_enabled() and state.requires_grad:
+        frames = [state] if include_init else []
+        for k in range(1, num_steps + 1):
+            state = stepper(state, dt, params)
+            if k % every == 0:
+                frames.append(state)
+        return torch.stack(frames, dim=1)
+    # without autograd, fill one preallocated tensor: half the peak memory of a stack
+    out: Tensor | None = None
+    index = 0
+    if include_init:
+        out = state.new_empty((state.shape[0], count, *state.shape[1:]))
+        out[:, 0] = state
+        index = 1
     for k in range(1, num_steps + 1):
         state = stepper(state, dt, params)
         if k % every == 0:
-            frames.append(state)
-    return torch.stack(frames, dim=1)
+            if out is None:
+                out = state.new_empty((state.shape[0], count, *state.shape[1:]))
+            out[:, index] = state
+            index += 1
+    assert out is not None
+    return out

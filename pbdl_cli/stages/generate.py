@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import math
 import os
 import shutil
 import time
@@ -212,18 +213,22 @@ def _summary(
 ) -> None:
     problem = s.problem
     total = sum(sizes.values())
-    cells = total * problem.num_steps * int(torch.tensor(problem.grid.shape).prod())
-    table = Table(title=f"dataset {s.target}", show_header=True, header_style="bold")
+    cells = total * problem.num_steps * math.prod(problem.grid.shape)
+    table = Table(title=f"dataset {s.target}", header_style="bold", title_justify="left")
     table.add_column("split")
     table.add_column("trajectories", justify="right")
-    table.add_column("/fields/" + ", ".join(problem.fields) + " [N, T, C, *spatial]")
-    table.add_column("file")
-    frame = (1, *problem.grid.shape)
+    for name in problem.fields:
+        table.add_column(f"/fields/{name} [N, T, C, *spatial]")
+    table.add_column("size", justify="right")
     for split, path in paths.items():
-        shape = [sizes[split], problem.num_steps + 1, *frame]
-        table.add_row(split, str(sizes[split]), str(shape), str(path))
+        shape = str([sizes[split], problem.num_steps + 1, 1, *problem.grid.shape])
+        size = f"{path.stat().st_size / 2**20:.1f} MiB"
+        table.add_row(
+            f"{split} ({path.name})", str(sizes[split]), *[shape] * len(problem.fields), size
+        )
     console.print(table)
     console.print(
-        f"{total} trajectories in {elapsed:.1f} s "
-        f"({cells / max(elapsed, 1e-9):.3g} cell updates/s, output interval dt={problem.dt})"
+        f"{total} trajectories of {problem.num_steps} steps (dt={problem.dt}) in {elapsed:.1f} s, "
+        f"{cells / max(elapsed, 1e-9):.3g} cell updates/s; inspect with "
+        f"[cyan]pbdl info {paths[next(iter(paths))]}[/cyan]"
     )
