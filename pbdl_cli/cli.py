@@ -200,18 +200,16 @@ def show(
     from omegaconf import OmegaConf
 
     from pbdl_cli.plugins import load_plugins
-    from pbdl_cli.runner import compose, parse_args, plugin_modules, validate_config
+    from pbdl_cli.runner import compose_with_choices, parse_args, plugin_modules, validate_config
     from pbdl_cli.stages import STAGES
 
     args = parse_args(stage, list(ctx.args))
     load_plugins(plugin_modules(args.overrides))
     stage_obj = STAGES.get(stage)()
-    cfg = compose(
-        stage_obj.config_name, args.overrides, config_dir=args.config_dir, with_choices=True
+    cfg, choices = compose_with_choices(
+        stage_obj.config_name, args.overrides, config_dir=args.config_dir
     )
-    choices = OmegaConf.to_container(cfg["_choices_"])
     validate_config(stage_obj, cfg)
-    cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "_choices_"])
     for group, choice in choices.items():  # show `solver=<name>`, not the alias of a default
         if isinstance(choice, str) and choice.endswith("_default") and group in cfg:
             choices[group] = cfg[group].name

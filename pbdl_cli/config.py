@@ -33,8 +33,14 @@ def to_schema(node: DictConfig, schema: type, *, path: str) -> Any:
         path: the node's key path for messages (``"problem"``).
     """
     try:
+        # resolve interpolations while the node still sits in its full config
+        node = OmegaConf.create(OmegaConf.to_container(node, resolve=True, enum_to_str=True))
+    except OmegaConfBaseException as error:  # its keys are relative to the root
+        raise translate(error) from None
+    try:
         typed = OmegaConf.merge(OmegaConf.structured(schema), node)
-        missing = sorted(OmegaConf.missing_keys(typed))
+        # a merge keeps the schema's default where the node says ??? (missing): look at both
+        missing = sorted(OmegaConf.missing_keys(node) | OmegaConf.missing_keys(typed))
         if missing:
             key = missing[0]
             parent, _, leaf = key.rpartition(".")

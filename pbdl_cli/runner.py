@@ -15,11 +15,11 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from pbdl_cli.config import STAGE_SCHEMAS, translate
 from pbdl_cli.errors import PbdlError, did_you_mean
@@ -56,7 +56,7 @@ def plugin_modules(overrides: list[str]) -> list[str]:
 
 # -- composition -------------------------------------------------------------------------
 @contextlib.contextmanager
-def _hydra_context(stage: str, config_dir: str | None) -> Iterator[None]:
+def _hydra_context(stage: str) -> Iterator[None]:
     from hydra import initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
@@ -76,43 +76,38 @@ def _with_config_dir(overrides: list[str], config_dir: str | None) -> list[str]:
 
 
 def compose(
-    stage: str,
-    overrides: list[str] = (),  # type: ignore[assignment]
-    *,
-    config_dir: str | None = None,
-    with_choices: bool = False,
+    stage: str, overrides: Sequence[str] = (), *, config_dir: str | None = None
 ) -> DictConfig:
-    """Compose the config of ``stage`` with ``overrides`` (no run directory, no files).
+    """Compose the config of ``stage`` with ``overrides`` (no run directory, no files)."""
+    return _compose(stage, overrides, config_dir, with_hydra=False)
 
-    With ``with_choices`` the result has a ``_choices_`` key: the selected option of each
-    config group (``problem: burgers``), taken from Hydra's runtime config.
-    """
+
+def compose_with_choices(
+    stage: str, overrides: Sequence[str] = (), *, config_dir: str | None = None
+) -> tuple[DictConfig, dict[str, Any]]:
+    """:func:`compose`, plus the option chosen in each config group (``problem: burgers``)."""
+    cfg = _compose(stage, overrides, config_dir, with_hydra=True)
+    choices = {
+        k: v
+        for k, v in OmegaConf.to_container(cfg.hydra.runtime.choices).items()
+        if not k.startswith(("hydra/", "schema"))
+    }
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg, choices
+
+
+def _compose(
+    stage: str, overrides: Sequence[str], config_dir: str | None, *, with_hydra: bool
+) -> DictConfig:
     from hydra import compose as hydra_compose
 
     overrides = _with_config_dir(list(overrides), config_dir)
-    with _hydra_context(stage, config_dir):
+    with _hydra_context(stage):
         try:
-            cfg = hydra_compose(stage, overrides=overrides, return_hydra_config=with_choices)
+            return hydra_compose(stage, overrides=overrides, return_hydra_config=with_hydra)
         except Exception as error:  # Hydra raises many types; all become one message
             raise compose_error(error, stage) from None
-    if with_choices:
-        choices = {
-            k: v
-            for k, v in OmegaConf.to_container(cfg.hydra.runtime.choices).items()
-            if not k.startswith("hydra/") and not k.startswith("schema")
-        }
-        with _unlocked(cfg):
-            del cfg["hydra"]
-            cfg["_choices_"] = choices
-    return cfg
-
-
-@contextlib.contextmanager
-def _unlocked(cfg: DictConfig) -> Iterator[None]:
-    from omegaconf import open_dict
-
-    with open_dict(cfg):
-        yield
 
 
 def compose_error(error: Exception, stage: str) -> PbdlError:
@@ -143,19 +138,7 @@ def compose_error(error: Exception, stage: str) -> PbdlError:
         schema = getattr(cause, "object_type", None) or STAGE_SCHEMAS.get(stage)
         return translate(cause, schema=schema if isinstance(schema, type) else None)
     message = str(error).strip()
-    first = message.splitlines()[0] if message else type(error).__name__
-    if "No match in the defaults list" in message:
-        key = first.split("'")[1] if "'" in first else "?"
-        return PbdlError(
-            f"unknown config group '{key}' in '{key}=...'; groups of pbdl {stage}: "
-            f"{', '.join(config_groups())}"
-        )
-    return PbdlError(first)
-
-
-def config_groups() -> list[str]:
-    """The plugin config groups a user can select with ``group=option``."""
-    return ["problem", "solver", "experiment"]
+    return PbdlError(message.splitlines()[0] if message else type(error).__name__)
 
 
 def sweep_combinations(overrides: list[str]) -> list[list[str]]:
@@ -214,9 +197,8 @@ def check(stage_name: str, args: argparse.Namespace) -> Any:
 
 
 def validate_config(stage: Any, cfg: DictConfig) -> Any:
-    """The stage's validation of a composed config (without Hydra's own node)."""
-    plain = OmegaConf.masked_copy(cfg, [k for k in cfg if k not in ("hydra", "_choices_")])
-    return stage.validate(plain)
+    """The stage's validation of a composed config (Hydra's own node is never in it)."""
+    return stage.validate(cfg)
 
 
 # -- execution through Hydra ---------------------------------------------------------------

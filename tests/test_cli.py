@@ -175,6 +175,14 @@ def test_multirun_and_cfg_pass_through(workdir):
     assert printed.returncode == 0 and "nx: 48" in printed.stdout
     assert len(datasets(workdir)) == 2  # --cfg only prints
 
+    interpolated = run_cli(
+        "show", "generate", "problem.t_end=0.5", "problem.dt=${problem.t_end}", cwd=workdir
+    )
+    assert interpolated.returncode == 0 and "dt: 0.5" in interpolated.stdout, interpolated.stderr
+
+    debug = run_cli("--debug", "generate", "problem.nuu=1", cwd=workdir)
+    assert debug.returncode != 0 and "Traceback" in debug.stderr  # --debug shows it
+
 
 def test_joblib_launcher(workdir):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")  # installed by the dev extra

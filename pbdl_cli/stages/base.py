@@ -21,8 +21,6 @@ class Stage(ABC):
 
     #: name of the primary config in pbdl_cli/conf (usually the stage's name)
     config_name: ClassVar[str]
-    #: two or three example command lines shown in ``pbdl <stage> --help``
-    examples: ClassVar[tuple[str, ...]] = ()
     #: False while a stage only validates its config (the CLI says so and exits 1)
     implemented: ClassVar[bool] = True
 

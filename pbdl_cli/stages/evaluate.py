@@ -20,10 +20,6 @@ class Evaluate(Stage):
 
     config_name = "evaluate"
     implemented = False
-    examples = (
-        "pbdl evaluate run=outputs/train/2026-11-22/13-02-11",
-        "pbdl evaluate run=outputs/train/2026-11-22/13-02-11 split=val device=cuda",
-    )
 
     def validate(self, cfg: DictConfig) -> Path:
         config: EvaluateConfig = to_schema(cfg, EvaluateConfig, path="")

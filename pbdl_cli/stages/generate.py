@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
 import math
 import os
@@ -60,15 +61,14 @@ class GenerateSettings:
 
 def dataset_name(cfg: DictConfig, problem: Problem) -> str:
     """``<problem slug>-<8 hex digits>``: the hash covers everything that shapes the data."""
-    data = {k: v for k, v in OmegaConf.to_container(cfg.data).items() if k not in _NOT_IN_HASH}
-    identity = {
-        "problem": OmegaConf.to_container(cfg.problem, resolve=True),
-        "solver": OmegaConf.to_container(cfg.solver, resolve=True),
-        "data": data,
-        "seed": cfg.seed,
-        "dtype": str(cfg.dtype),
-    }
-    digest = hashlib.sha256(repr(sorted(identity.items())).encode()).hexdigest()[:8]
+    identity = OmegaConf.to_container(
+        OmegaConf.masked_copy(cfg, ["problem", "solver", "data", "seed", "dtype"]),
+        resolve=True,
+        enum_to_str=True,
+    )
+    for key in _NOT_IN_HASH:
+        identity["data"].pop(key, None)
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
     return f"{problem.slug()}-{digest}"
 
 
@@ -77,11 +77,6 @@ class Generate(Stage):
     """Simulate a dataset with a differentiable solver and store it as HDF5 (schema v1)."""
 
     config_name = "generate"
-    examples = (
-        "pbdl generate problem=burgers",
-        "pbdl generate problem.nu=0.005 problem.ic=grf data.n_train=512 device=cuda",
-        "pbdl generate -m problem.nu=0.01,0.001",
-    )
 
     def validate(self, cfg: DictConfig) -> GenerateSettings:
         # plugin nodes first, so that their errors name their own keys
@@ -120,9 +115,7 @@ class Generate(Stage):
             log.info("removed %s left by an interrupted run", stale)
         partial = s.target.with_name(f"{s.target.name}.partial-{os.getpid()}")
         partial.mkdir()
-        yaml = OmegaConf.to_yaml(
-            OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True
-        )
+        yaml = OmegaConf.to_yaml(cfg, resolve=True)
         log.info(
             "generating %s with %s on %s (%s): %s",
             s.problem.name,
