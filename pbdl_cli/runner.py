@@ -14,7 +14,9 @@ import argparse
 import contextlib
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -221,13 +223,31 @@ class StageTask:
             stage = STAGES.get(self.stage_name)()
             settings = validate_config(stage, cfg)
             run_dir = Path(HydraConfig.get().runtime.output_dir)
-            return stage.run(settings, cfg, run_dir)
+            with _sigterm_as_interrupt():
+                return stage.run(settings, cfg, run_dir)
         except PbdlError as error:
             report_error(str(error))
             raise SystemExit(error.exit_code) from None
         except KeyboardInterrupt:
             report_error("interrupted; results written before the interruption are kept")
             raise SystemExit(130) from None
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM (a cluster's time limit, `kill`) like Ctrl-C, so stages clean up."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run_stage(stage_name: str, args: list[str]) -> None:

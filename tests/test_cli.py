@@ -237,7 +237,7 @@ def _wait_for_partial(workdir: Path, proc: subprocess.Popen) -> Path:
     raise AssertionError("generate never started writing")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM])
 def test_killed_generate_leaves_nothing_that_looks_complete(workdir, sig):
     proc = _start_long_generate(workdir)
     _wait_for_partial(workdir, proc)
@@ -246,7 +246,7 @@ def test_killed_generate_leaves_nothing_that_looks_complete(workdir, sig):
     final = workdir / "datasets/burgers/long"
     assert not final.exists()
     assert not list(workdir.rglob("*.h5")), "a complete-looking .h5 file remains"
-    if sig == signal.SIGINT:
+    if sig in (signal.SIGINT, signal.SIGTERM):
         assert proc.returncode == 130, err
         assert "interrupted" in err and "Traceback" not in err
         assert not list(workdir.glob("datasets/burgers/long.partial-*"))  # cleaned up
