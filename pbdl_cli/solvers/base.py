@@ -69,7 +69,8 @@ class Solver(ABC):
         """One internal step of size ``dt`` [B] on the :meth:`encode`-d state."""
 
     def prepare(self, dt: Tensor, params: Params, like: Tensor) -> Any:
-        """Precompute what all substeps of size ``dt`` [B] share (e.g. ETD coefficients)."""
+        """Precompute what all substeps of size ``dt`` [B] (float64) share, e.g. ETD
+        coefficients; ``like`` is the state, for the device and dtype of the result."""
         return None
 
     def encode(self, state: Tensor) -> Tensor:
@@ -111,8 +112,9 @@ class Solver(ABC):
                 "up, or dt is far above the stable step: lower problem.dt or raise "
                 "solver.max_substeps"
             )
-        h = (dt / n.to(torch.float64)).to(state.dtype)
-        context = self.prepare(h, params, state)
+        h64 = dt / n.to(torch.float64)
+        context = self.prepare(h64, params, state)  # coefficients from the exact step
+        h = h64.to(state.dtype)
         uniform = bool((n == n_max).all())
         internal = self.encode(state)
         mask_shape = (-1,) + (1,) * (internal.dim() - 1)

@@ -145,18 +145,19 @@ def write_split(s: GenerateSettings, split: str, count: int, path: Path, yaml: s
     """Simulate ``count`` trajectories of ``split`` and stream them to ``path``."""
     from pbdl_cli.data import TrajectoryWriter
 
-    problem, seed = s.problem, s.config.seed
+    problem = s.problem
+    split_seed = derive_seed(s.config.seed, split)
     times = problem.times()
-    params = problem.sample_params(count, generator(seed, split, "params"))
+    params = problem.sample_params(count, generator(split_seed, "params"))
     attrs = {
         "problem": problem.name,
         "solver": s.solver.config.name,
         "dt": float(problem.dt),
-        "seed": int(derive_seed(seed, split)),
+        "seed": int(split_seed),
         "split": split,
         "config": yaml,
         "pbdl_version": __version__,
-        "dataset_seed": int(seed),
+        "dataset_seed": int(s.config.seed),
     }
     frame = (1, *problem.grid.shape)  # one dataset per channel: /fields/<channel name>
     batch = s.config.data.batch_size
@@ -171,7 +172,14 @@ def write_split(s: GenerateSettings, split: str, count: int, path: Path, yaml: s
             attrs=attrs,
             compression=s.config.data.compression,
         ) as writer,
-        tqdm(total=count, desc=f"{split:>5}", unit="traj", leave=False, disable=None) as bar,
+        tqdm(
+            total=count,
+            desc=f"{split:>5}",
+            unit="traj",
+            leave=False,
+            disable=None,
+            bar_format="{l_bar}{bar}| {n:.0f}/{total} traj [{elapsed}<{remaining}]",
+        ) as bar,
     ):
         for begin in range(0, count, batch):
             index = range(begin, min(begin + batch, count))
@@ -180,15 +188,22 @@ def write_split(s: GenerateSettings, split: str, count: int, path: Path, yaml: s
                 [
                     problem.initial_state(
                         {k: v[i - begin : i - begin + 1] for k, v in chunk.items()},
-                        generator(seed, split, "initial", i),
+                        generator(split_seed, "initial", i),
                     )
                     for i in index
                 ]
             )
             on_device = {k: v.to(s.device, s.dtype) for k, v in chunk.items()}
+            fraction = len(index) / problem.num_steps  # the bar moves every output step
+
+            def stepper(state: torch.Tensor, dt: float, p: dict, fraction: float = fraction):
+                state = s.solver(state, dt, p)
+                bar.update(fraction)
+                return state
+
             with torch.no_grad():
                 trajectories = rollout(
-                    s.solver, u0.to(s.device, s.dtype), problem.num_steps, problem.dt, on_device
+                    stepper, u0.to(s.device, s.dtype), problem.num_steps, problem.dt, on_device
                 )
             if not bool(torch.isfinite(trajectories).all()):
                 raise PbdlError(
@@ -197,7 +212,6 @@ def write_split(s: GenerateSettings, split: str, count: int, path: Path, yaml: s
                 )
             channels = trajectories.split(1, dim=2)  # [b, T, 1, *spatial] each
             writer.write(dict(zip(problem.fields, channels, strict=True)), chunk)
-            bar.update(len(index))
     return path
 
 
