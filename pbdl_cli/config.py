@@ -162,8 +162,13 @@ class GenerateConfig:
     seed: int = 0
     device: str = "auto"
     dtype: Precision = Precision.float32
+    threads: int | None = None
     overwrite: bool = False
     plugins: list[str] = dataclasses.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.threads is not None and self.threads < 1:
+            raise ValueError("threads must be >= 1 (or null for torch's default)")
 
 
 @dataclasses.dataclass

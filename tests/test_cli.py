@@ -191,6 +191,7 @@ def test_joblib_launcher(workdir):
         "-m",
         "hydra/launcher=joblib",
         "hydra.launcher.n_jobs=2",
+        "threads=1",
         "seed=1,2",
         *TINY,
         cwd=workdir,

@@ -104,6 +104,7 @@ class BurgersSpectral(Solver):
         self._ik[-1] = 0
         self._on_device: dict[tuple[torch.device, torch.dtype], Tensor] = {}
         self._cache: dict[tuple, _ETDCoefficients] = {}
+        self._last: tuple[Tensor, Tensor, _ETDCoefficients] | None = None
         self._warn_if_underresolved()
 
     def _warn_if_underresolved(self) -> None:
@@ -158,6 +159,17 @@ class BurgersSpectral(Solver):
         nu = params["nu"]
         if torch.is_grad_enabled() and nu.requires_grad:
             return self._coefficients(dt, nu, like)
+        if self._last is not None:  # the common case: same steps as the last interval
+            last_dt, last_nu, last = self._last
+            if (
+                last.em1.dtype == like.dtype
+                and last.em1.device == like.device
+                and last_dt.shape == dt.shape
+                and last_nu.shape == nu.shape
+                and torch.equal(last_dt, dt)
+                and torch.equal(last_nu, nu.to(last_nu.dtype))
+            ):
+                return last
         pairs = torch.stack([dt.detach().double(), nu.detach().double()], dim=1).cpu()
         unique, inverse = torch.unique(pairs, dim=0, return_inverse=True)
         rows = []
@@ -173,12 +185,14 @@ class BurgersSpectral(Solver):
                 )
             rows.append(self._cache[key])
         index = inverse.to(like.device)
-        return _ETDCoefficients(
+        coefficients = _ETDCoefficients(
             **{
                 f.name: torch.cat([getattr(r, f.name) for r in rows])[index]
                 for f in dataclasses.fields(_ETDCoefficients)
             }
         )
+        self._last = (dt.detach().clone(), nu.detach().clone(), coefficients)
+        return coefficients
 
     def _coefficients(self, dt: Tensor, nu: Tensor, like: Tensor) -> _ETDCoefficients:
         h = dt.to(torch.float64).view(-1, 1)

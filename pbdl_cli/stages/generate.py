@@ -110,6 +110,8 @@ class Generate(Stage):
             "val": s.config.data.n_val,
             "test": s.config.data.n_test,
         }
+        if s.config.threads is not None:
+            torch.set_num_threads(s.config.threads)
         s.target.parent.mkdir(parents=True, exist_ok=True)
         for stale in remove_stale_partials(s.target):
             log.info("removed %s left by an interrupted run", stale)
