@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import types
 import typing
 from typing import Any
 
@@ -101,11 +102,11 @@ def describe_type(schema: type, key: str) -> str:
 def _describe(hint: Any) -> str:
     origin = typing.get_origin(hint)
     args = [a for a in typing.get_args(hint) if a is not type(None)]
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         inner = " or ".join(_describe(a) for a in args)
         return f"{inner} or null" if len(args) < len(typing.get_args(hint)) else inner
-    if origin in (list, tuple, typing.List):  # noqa: UP006
-        return f"a list of {_describe(args[0])}" if args else "a list"
+    if origin in (list, tuple):
+        return f"a list ({_describe(args[0])} each)" if args else "a list"
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
         return "one of " + ", ".join(m.value if isinstance(m.value, str) else m.name for m in hint)
     names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}

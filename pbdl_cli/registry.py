@@ -23,6 +23,7 @@ from typing import Any, Generic, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 
+from pbdl_cli.config import to_schema
 from pbdl_cli.errors import PbdlError, did_you_mean
 
 T = TypeVar("T")
@@ -122,8 +123,6 @@ class Registry(Generic[T]):
         missing values raise :class:`PbdlError` naming the key; the dataclass's own
         ``__post_init__`` checks (ranges, choices) run too.
         """
-        from pbdl_cli.config import to_schema  # late import: config imports registry users
-
         if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
             cfg = OmegaConf.structured(cfg)
         elif isinstance(cfg, dict):

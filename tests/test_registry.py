@@ -99,7 +99,7 @@ def test_describe_type():
 
     assert describe_type(BurgersConfig, "nx") == "an integer"
     assert describe_type(BurgersConfig, "bc") == "one of periodic, dirichlet"
-    assert describe_type(BurgersConfig, "nu_range") == "a list of a number or null"
+    assert describe_type(BurgersConfig, "nu_range") == "a list (a number each) or null"
 
 
 def test_every_builtin_plugin_builds_from_its_defaults():
