@@ -1,0 +1,381 @@
+"""The training loop shared by every method (nanoGPT-style: one function, top to bottom).
+
+A *method* supplies the loss: ``method.loss(model, step) -> {"loss": Tensor, <term>: ...}``
+(it owns its data or collocation points), and optionally ``method.validate(model) ->
+{name: float}`` (lower ``validate_key`` is better) and ``method.step(optimizer, closure)``
+to take over the optimizer step (e.g. SIP, HIG). The loop runs an optimizer phase (Adam,
+AdamW or SGD) for ``max_steps`` and then, optionally, a full-batch L-BFGS phase with a
+strong-Wolfe line search for ``lbfgs_steps``.
+
+Around that it keeps a run directory: ``metrics.jsonl`` (one JSON object per logged step),
+``checkpoints/last.pt`` (every ``checkpoint_every`` steps and at the end) and
+``checkpoints/best.pt`` (best validation value). ``resume=True`` continues from
+``last.pt`` exactly: model, optimizer, scheduler, step and random states are restored.
+Ctrl-C or SIGTERM finish the current step, save ``last.pt`` and stop; a non-finite loss
+stops before the update, leaving the last good checkpoint in place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import math
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from pbdl_cli.errors import PbdlError
+from pbdl_cli.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+
+
+class OptimizerName(str, enum.Enum):
+    adam = "adam"
+    adamw = "adamw"
+    sgd = "sgd"
+    lbfgs = "lbfgs"
+
+
+class SchedulerName(str, enum.Enum):
+    none = "none"
+    cosine = "cosine"
+    exponential = "exponential"
+    step = "step"
+
+
+@dataclasses.dataclass
+class TrainerConfig:
+    """Options of the training loop (``trainer.<key>``).
+
+    Attributes:
+        max_steps: steps of the first phase (``optimizer``).
+        optimizer: adam, adamw, sgd, or lbfgs (then the whole run is L-BFGS).
+        lr, weight_decay, momentum, betas: optimizer settings (momentum: SGD only).
+        scheduler: none, cosine (to 0 over the phase), exponential (``gamma`` per step)
+            or step (``gamma`` every ``step_size`` steps).
+        grad_clip: clip the gradient norm to this value (first-order phase only).
+        lbfgs_steps: L-BFGS steps after the first phase (0: none).
+        lbfgs_lr, lbfgs_max_iter, lbfgs_history: L-BFGS step size, function evaluations
+            per step and history size (strong-Wolfe line search).
+        log_every, eval_every, checkpoint_every: in steps (0 disables eval/checkpoints
+            until the end).
+        seed: seeds torch, numpy and python's random at the start.
+    """
+
+    max_steps: int = 1000
+    optimizer: OptimizerName = OptimizerName.adam
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    betas: list[float] = dataclasses.field(default_factory=lambda: [0.9, 0.999])
+    scheduler: SchedulerName = SchedulerName.none
+    gamma: float = 0.5
+    step_size: int = 1000
+    grad_clip: float | None = None
+    lbfgs_steps: int = 0
+    lbfgs_lr: float = 1.0
+    lbfgs_max_iter: int = 20
+    lbfgs_history: int = 50
+    log_every: int = 50
+    eval_every: int = 500
+    checkpoint_every: int = 500
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_steps < 0 or self.lbfgs_steps < 0 or self.max_steps + self.lbfgs_steps < 1:
+            raise ValueError("max_steps and lbfgs_steps must be >= 0 and not both 0")
+        if self.lr <= 0 or self.lbfgs_lr <= 0:
+            raise ValueError("learning rates must be > 0")
+        if self.log_every < 1 or self.eval_every < 0 or self.checkpoint_every < 0:
+            raise ValueError("log_every must be >= 1; eval_every, checkpoint_every >= 0")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ValueError("grad_clip must be > 0 (or null)")
+        if len(self.betas) != 2:
+            raise ValueError("betas must be [beta1, beta2]")
+
+
+class Method(Protocol):
+    def loss(self, model: nn.Module, step: int) -> dict[str, Tensor]: ...
+
+
+class TrainingDiverged(PbdlError):
+    """The loss became NaN or infinite."""
+
+    exit_code = 1
+
+
+class TrainingInterrupted(PbdlError):
+    """Ctrl-C or SIGTERM; ``last.pt`` holds the state after the last completed step."""
+
+    exit_code = 130
+
+
+@dataclasses.dataclass
+class TrainResult:
+    steps: int
+    terms: dict[str, float]
+    best: float | None
+    seconds: float
+
+
+@dataclasses.dataclass
+class _Phase:
+    name: str
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None
+    first_step: int
+    last_step: int  # exclusive
+
+
+def fit(
+    method: Method,
+    model: nn.Module,
+    config: TrainerConfig,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    validate_key: str | None = None,
+    extra: dict[str, Any] | None = None,
+    resume_hint: str = "",
+) -> TrainResult:
+    """Train ``model`` with ``method``'s loss; see the module docstring.
+
+    Args:
+        run_dir: where ``metrics.jsonl`` and ``checkpoints/`` go.
+        resume: continue from ``run_dir/checkpoints/last.pt``.
+        validate_key: the entry of ``method.validate`` that decides ``best.pt`` (lower is
+            better); default: the training loss at the last logged step.
+        extra: stored in every checkpoint (resolved config, plugin names, ...).
+        resume_hint: the command that resumes this run, quoted in messages.
+    """
+    checkpoints = run_dir / "checkpoints"
+    metrics_path = run_dir / "metrics.jsonl"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    total = config.max_steps + config.lbfgs_steps
+
+    # 1. seeds and the first phase
+    if not resume:
+        _seed_everything(config.seed)
+    phase = _make_phase(config, model, lbfgs=config.optimizer is OptimizerName.lbfgs)
+    step, best = 0, math.inf
+
+    # 2. resume: restore everything that shapes the next step
+    if resume:
+        state = load_checkpoint(checkpoints / "last.pt", map_location=_device_of(model))
+        model.load_state_dict(state["model"])
+        step, best = int(state["step"]), float(state.get("best", math.inf))
+        phase = _make_phase(config, model, lbfgs=state["phase"] == "lbfgs")
+        phase.optimizer.load_state_dict(state["optimizer"])
+        if phase.scheduler is not None and state.get("scheduler") is not None:
+            phase.scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        _truncate_metrics(metrics_path, step)
+
+    def checkpoint(path: Path) -> None:
+        save_checkpoint(
+            path,
+            {
+                "model": model.state_dict(),
+                "optimizer": phase.optimizer.state_dict(),
+                "scheduler": phase.scheduler.state_dict() if phase.scheduler else None,
+                "phase": phase.name,
+                "step": step,
+                "best": best,
+                "rng": rng_state(),
+                **(extra or {}),
+            },
+        )
+
+    # 3. the loop
+    start, terms = time.perf_counter(), {}
+    bar = tqdm(total=total, initial=step, desc="train", unit="step", disable=None, leave=False)
+    with _deferred_interrupts() as interrupted, metrics_path.open("a") as log:
+        while step < total:
+            if step == phase.last_step:  # switch to the L-BFGS phase
+                phase = _make_phase(config, model, lbfgs=True)
+            terms = _train_step(method, model, phase, config, step)
+            if not all(math.isfinite(v) for v in terms.values()):
+                bar.close()
+                raise TrainingDiverged(
+                    f"non-finite loss at step {step}: "
+                    + ", ".join(f"{k}={v:.4g}" for k, v in terms.items())
+                    + f"; the last good checkpoint is {checkpoints / 'last.pt'} "
+                    "(lower trainer.lr or enable trainer.grad_clip)"
+                )
+            step += 1
+            bar.update(1)
+            if step % config.log_every == 0 or step == total:
+                lr = phase.optimizer.param_groups[0]["lr"]
+                record = {"step": step, "phase": phase.name, "lr": lr}
+                record |= {f"train/{k}": v for k, v in terms.items()}
+                record["time"] = time.perf_counter() - start
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+                bar.set_postfix({k: f"{v:.3g}" for k, v in terms.items()}, refresh=False)
+            if (config.eval_every and step % config.eval_every == 0) or step == total:
+                value = _validate(method, model, step, log, validate_key)
+                value = terms["loss"] if value is None else value
+                if value < best:
+                    best = value
+                    checkpoint(checkpoints / "best.pt")
+            if (config.checkpoint_every and step % config.checkpoint_every == 0) or step == total:
+                checkpoint(checkpoints / "last.pt")
+            if interrupted():
+                checkpoint(checkpoints / "last.pt")
+                bar.close()
+                raise TrainingInterrupted(
+                    f"interrupted at step {step}/{total}; saved {checkpoints / 'last.pt'}"
+                    + (f". Resume with: {resume_hint}" if resume_hint else "")
+                )
+    bar.close()
+    return TrainResult(
+        steps=step,
+        terms=terms,
+        best=None if best == math.inf else best,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _train_step(
+    method: Method, model: nn.Module, phase: _Phase, config: TrainerConfig, step: int
+) -> dict[str, float]:
+    """One optimizer step; returns the loss terms (floats) of the evaluated state."""
+    optimizer = phase.optimizer
+    seen: dict[str, Tensor] = {}
+
+    def closure() -> Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        terms = method.loss(model, step)
+        loss = terms["loss"]
+        if torch.isfinite(loss):  # never backpropagate NaNs into the optimizer state
+            loss.backward()
+        seen.clear()
+        seen.update({k: v.detach() for k, v in terms.items()})
+        return loss
+
+    custom = getattr(method, "step", None)
+    if custom is not None:
+        custom(optimizer, closure)
+    elif phase.name == "lbfgs":
+        optimizer.step(closure)
+    else:
+        loss = closure()
+        if not torch.isfinite(loss):
+            return {k: float(v) for k, v in seen.items()}
+        if config.grad_clip is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+    if phase.scheduler is not None:
+        phase.scheduler.step()
+    return {k: float(v) for k, v in seen.items()}
+
+
+def _make_phase(config: TrainerConfig, model: nn.Module, *, lbfgs: bool) -> _Phase:
+    params = list(model.parameters())
+    if lbfgs:
+        optimizer = torch.optim.LBFGS(
+            params,
+            lr=config.lbfgs_lr if config.optimizer is not OptimizerName.lbfgs else config.lr,
+            max_iter=config.lbfgs_max_iter,
+            history_size=config.lbfgs_history,
+            line_search_fn="strong_wolfe",
+            tolerance_grad=1e-12,
+            tolerance_change=1e-14,
+        )
+        first = 0 if config.optimizer is OptimizerName.lbfgs else config.max_steps
+        return _Phase("lbfgs", optimizer, None, first, config.max_steps + config.lbfgs_steps)
+    if config.optimizer is OptimizerName.sgd:
+        optimizer = torch.optim.SGD(
+            params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
+    else:
+        kind = torch.optim.AdamW if config.optimizer is OptimizerName.adamw else torch.optim.Adam
+        optimizer = kind(
+            params, lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay
+        )
+    return _Phase(
+        config.optimizer.value, optimizer, _scheduler(config, optimizer), 0, config.max_steps
+    )
+
+
+def _scheduler(
+    config: TrainerConfig, optimizer: torch.optim.Optimizer
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    sched = torch.optim.lr_scheduler
+    if config.scheduler is SchedulerName.cosine:
+        return sched.CosineAnnealingLR(optimizer, T_max=max(config.max_steps, 1))
+    if config.scheduler is SchedulerName.exponential:
+        return sched.ExponentialLR(optimizer, gamma=config.gamma)
+    if config.scheduler is SchedulerName.step:
+        return sched.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
+    return None
+
+
+def _validate(
+    method: Method, model: nn.Module, step: int, log: Any, key: str | None
+) -> float | None:
+    validate: Callable[[nn.Module], dict[str, float]] | None = getattr(method, "validate", None)
+    if validate is None:
+        return None
+    was_training = model.training
+    model.eval()
+    values = validate(model)
+    model.train(was_training)
+    log.write(json.dumps({"step": step} | {f"val/{k}": v for k, v in values.items()}) + "\n")
+    log.flush()
+    return values.get(key) if key else None
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    first = next(model.parameters(), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop records logged after ``step`` (a crash after the last checkpoint)."""
+    if not path.exists():
+        return
+    kept = [
+        line
+        for line in path.read_text().splitlines()
+        if line.strip() and json.loads(line).get("step", 0) <= step
+    ]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+@contextmanager
+def _deferred_interrupts() -> Iterator[Callable[[], bool]]:
+    """Turn the first SIGINT/SIGTERM into a flag checked between steps; a second one
+    interrupts at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    hits: list[int] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        hits.append(signum)
+        if len(hits) > 1:
+            raise KeyboardInterrupt
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield lambda: bool(hits)
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)

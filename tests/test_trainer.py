@@ -1,0 +1,118 @@
+"""The training loop: convergence, determinism, exact resume, interrupts, divergence."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from pbdl_cli.training import TrainerConfig, TrainingDiverged, fit, load_checkpoint
+from pbdl_cli.training.trainer import TrainingInterrupted
+
+
+class Regression:
+    """Fit y = 3x - 1 from random mini-batches drawn with torch's global RNG."""
+
+    def __init__(self, nan_at: int | None = None, interrupt_at: int | None = None) -> None:
+        self.nan_at, self.interrupt_at = nan_at, interrupt_at
+
+    def loss(self, model: nn.Module, step: int) -> dict[str, torch.Tensor]:
+        if step == self.interrupt_at:
+            self.interrupt_at = None
+            os.kill(os.getpid(), signal.SIGINT)  # as if the user pressed Ctrl-C now
+        x = torch.rand(16, 1)
+        mse = (model(x) - (3 * x - 1)).square().mean()
+        if step == self.nan_at:
+            mse = mse * float("nan")
+        return {"loss": mse, "mse": mse}
+
+    def validate(self, model: nn.Module) -> dict[str, float]:
+        x = torch.linspace(0, 1, 11)[:, None]
+        with torch.no_grad():
+            return {"mse": float((model(x) - (3 * x - 1)).square().mean())}
+
+
+def model() -> nn.Module:
+    torch.manual_seed(123)
+    return nn.Sequential(nn.Linear(1, 8), nn.Tanh(), nn.Linear(8, 1))
+
+
+def records(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+CONFIG = {"max_steps": 30, "lbfgs_steps": 6, "lr": 1e-2, "log_every": 1, "eval_every": 10}
+
+
+def test_fit_converges_and_writes_a_run(tmp_path):
+    config = TrainerConfig(**CONFIG, checkpoint_every=10)
+    net = model()
+    result = fit(Regression(), net, config, tmp_path, validate_key="mse", extra={"tag": 1})
+    assert result.steps == 36 and result.terms["loss"] < 0.05
+    logged = [r for r in records(tmp_path) if "train/loss" in r]
+    assert [r["step"] for r in logged] == list(range(1, 37))
+    assert logged[-1]["phase"] == "lbfgs" and logged[0]["phase"] == "adam"
+    assert logged[-1]["train/loss"] < logged[0]["train/loss"] / 10
+    last = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert last["step"] == 36 and last["tag"] == 1 and last["phase"] == "lbfgs"
+    best = load_checkpoint(tmp_path / "checkpoints" / "best.pt")
+    assert best["best"] == pytest.approx(
+        min(r["val/mse"] for r in records(tmp_path) if "val/mse" in r)
+    )
+
+
+def test_same_seed_same_metrics(tmp_path):
+    for name in ("a", "b"):
+        fit(Regression(), model(), TrainerConfig(**CONFIG), tmp_path / name)
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "time"} for r in rs]  # noqa: E731
+    assert strip(records(tmp_path / "a")) == strip(records(tmp_path / "b"))
+
+
+@pytest.mark.parametrize("interrupt_at", [12, 33])  # in the Adam and in the L-BFGS phase
+def test_interrupt_then_resume_continues_exactly(tmp_path, interrupt_at):
+    config = TrainerConfig(**CONFIG, checkpoint_every=5)
+    straight = model()
+    fit(Regression(), straight, config, tmp_path / "straight")
+
+    resumed = model()
+    with pytest.raises(
+        TrainingInterrupted, match=f"step {interrupt_at + 1}/36.*Resume with: again"
+    ):
+        fit(
+            Regression(interrupt_at=interrupt_at),
+            resumed,
+            config,
+            tmp_path / "cut",
+            resume_hint="again",
+        )
+    assert load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")["step"] == interrupt_at + 1
+    fresh = model()  # a new process would start from a new model object
+    fit(Regression(), fresh, config, tmp_path / "cut", resume=True)
+
+    for a, b in zip(straight.parameters(), fresh.parameters(), strict=True):
+        assert torch.equal(a, b)
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "time"} for r in rs]  # noqa: E731
+    assert strip(records(tmp_path / "straight")) == strip(records(tmp_path / "cut"))
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    config = TrainerConfig(**CONFIG | {"log_every": 1}, checkpoint_every=4)
+    net = model()
+    with pytest.raises(TrainingDiverged, match=r"non-finite loss at step 9: loss=nan, mse=nan"):
+        fit(Regression(nan_at=9), net, config, tmp_path)
+    last = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert last["step"] == 8
+    assert all(torch.isfinite(v).all() for v in last["model"].values())
+    assert all(torch.isfinite(p).all() for p in net.parameters())  # no NaN update applied
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="not both 0"):
+        TrainerConfig(max_steps=0, lbfgs_steps=0)
+    with pytest.raises(ValueError, match="grad_clip"):
+        TrainerConfig(grad_clip=0.0)
