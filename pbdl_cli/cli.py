@@ -79,6 +79,13 @@ _stage_command(
     "pbdl generate -m problem.nu=0.01,0.001",
 )
 _stage_command(
+    "train",
+    "Train a model with a method on a problem; prints its error against the reference.",
+    "pbdl train problem=burgers method=pinn",
+    "pbdl train model.width=64 trainer.max_steps=5000 trainer.lbfgs_steps=1000 device=cuda",
+    "pbdl train -m method.n_collocation=2048,8192",
+)
+_stage_command(
     "evaluate",
     "Evaluate a trained run on its test split (not implemented yet).",
     "pbdl evaluate run=outputs/train/2026-11-22/13-02-11",
@@ -94,12 +101,6 @@ def _not_implemented(name: str, summary: str, *examples: str) -> None:
     app.command(name, context_settings=PASS_THROUGH, epilog=_examples(*examples))(command)
 
 
-_not_implemented(
-    "train",
-    "Train a model with a method on a problem; writes a run directory.",
-    "pbdl train problem=burgers method=pinn",
-    "pbdl train problem=burgers method=dp trainer.max_steps=50",
-)
 _not_implemented(
     "report",
     "Compare the runs of a sweep in one table and plot.",

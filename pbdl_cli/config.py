@@ -182,7 +182,33 @@ class EvaluateConfig:
     plugins: list[str] = dataclasses.field(default_factory=list)
 
 
-STAGE_SCHEMAS: dict[str, type] = {"generate": GenerateConfig, "evaluate": EvaluateConfig}
+def _trainer_config() -> Any:
+    from pbdl_cli.training.trainer import TrainerConfig
+
+    return TrainerConfig()
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Top level of ``pbdl train`` (see conf/train.yaml for the defaults)."""
+
+    problem: Any = MISSING
+    solver: Any = MISSING
+    model: Any = MISSING
+    method: Any = MISSING
+    trainer: Any = dataclasses.field(default_factory=_trainer_config)
+    device: str = "auto"
+    dtype: Precision = Precision.float32
+    threads: int | None = None
+    resume: bool = False
+    plugins: list[str] = dataclasses.field(default_factory=list)
+
+
+STAGE_SCHEMAS: dict[str, type] = {
+    "generate": GenerateConfig,
+    "train": TrainConfig,
+    "evaluate": EvaluateConfig,
+}
 
 
 def register_stage_schemas() -> None:

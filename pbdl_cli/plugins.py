@@ -24,7 +24,13 @@ from pbdl_cli.errors import PbdlError
 
 ENTRY_POINT_GROUP = "pbdl.plugins"
 ENV_VAR = "PBDL_PLUGINS"
-_BUILTIN = ("pbdl_cli.problems", "pbdl_cli.solvers", "pbdl_cli.evaluation.metrics")
+_BUILTIN = (
+    "pbdl_cli.problems",
+    "pbdl_cli.solvers",
+    "pbdl_cli.models",
+    "pbdl_cli.methods",
+    "pbdl_cli.evaluation.metrics",
+)
 _loaded: set[str] = set()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -93,7 +94,7 @@ def test_missing_required_value_and_sweep_values_are_checked(workdir):
     result = run_cli("generate", "-m", "problem.nu=0.01,abc", *TINY, cwd=workdir)
     assert_clean_error(result, 2, "problem.nu", "'abc'")
     assert not (workdir / "datasets").exists()
-    assert_clean_error(run_cli("train", cwd=workdir), 1, "not implemented yet")
+    assert_clean_error(run_cli("report", cwd=workdir), 1, "not implemented yet")
 
 
 # -- generate + info ----------------------------------------------------------------------------
@@ -347,3 +348,52 @@ def test_user_plugin_module_from_config_env_and_entry_point(workdir):
     (site / "site_plugin.py").write_text(PLUGIN)
     listed = run_cli("list", "solvers", cwd=workdir, env={"PYTHONPATH": str(site)})
     assert "heat_only" in listed.stdout, listed.stderr
+
+
+# -- train ----------------------------------------------------------------------------------------
+TINY_TRAIN = [
+    "problem.nx=32",
+    "problem.dt=0.25",
+    "method.n_collocation=64",
+    "method.eval_nx=16",
+    "method.eval_nt=5",
+    "model.depth=2",
+    "model.width=8",
+    "trainer.max_steps=6",
+    "trainer.lbfgs_steps=2",
+    "trainer.log_every=1",
+    "trainer.eval_every=4",
+    "trainer.checkpoint_every=4",
+]
+
+
+def test_train_pinn_writes_a_run_and_resumes(workdir):
+    result = run_cli("train", *TINY_TRAIN, cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    assert "relative L2 error against the exact solution" in result.stdout
+    (run,) = workdir.glob("outputs/train/*/*")
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 8 and 0 < summary["test"]["rel_l2"] < 2
+    assert {"loss", "pde"} <= set(summary["train"])
+    for name in ("last.pt", "best.pt"):
+        assert (run / "checkpoints" / name).exists()
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "train/loss" in r] == list(range(1, 9))
+
+    # two more L-BFGS steps on top of the finished run, in the same directory
+    more = run_cli(
+        "train",
+        *TINY_TRAIN[:-4],
+        "trainer.lbfgs_steps=4",
+        "trainer.log_every=1",
+        "resume=true",
+        f"hydra.run.dir={run}",
+        cwd=workdir,
+    )
+    assert more.returncode == 0, more.stderr
+    assert json.loads((run / "summary.json").read_text())["steps"] == 10
+
+    bad = run_cli("train", "trainer.max_step=5", cwd=workdir)
+    assert_clean_error(bad, 2, "trainer.max_step", "did you mean 'max_steps'")
+    periodic = run_cli("train", "problem.bc=periodic", *TINY_TRAIN, cwd=workdir)
+    assert_clean_error(periodic, 2, "constraints=soft")

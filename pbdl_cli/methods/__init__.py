@@ -1,11 +1,11 @@
-"""Methods: how learning meets physics (supervised, PINN, differentiable physics, ...).
+"""Methods: how learning meets physics (PINN, differentiable physics, supervised, ...).
+Importing this package registers the built-in ones."""
 
-The registry exists so that plugins (built-in ones arrive with the training engine, or a
-user's own) have one place to register; see docs/plugins.md.
-"""
-
+from pbdl_cli.methods.base import Method
 from pbdl_cli.registry import Registry
 
-METHODS: Registry[type] = Registry("method", group="method")
+METHODS: Registry[type[Method]] = Registry("method", group="method")
 
-__all__ = ["METHODS"]
+from pbdl_cli.methods import pinn  # noqa: E402,F401
+
+__all__ = ["METHODS", "Method"]

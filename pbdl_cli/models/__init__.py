@@ -1,11 +1,11 @@
-"""Models: ``torch.nn.Module`` plugins (MLP, ResNet, UNet, FNO, learnable fields, ...).
-
-The registry exists so that plugins (built-in ones arrive with the training engine, or a
-user's own) have one place to register; see docs/plugins.md.
-"""
+"""Models: ``torch.nn.Module`` plugins (MLP, learnable fields, ...). Importing this
+package registers the built-in ones; a model is built as
+``MODELS.build(cfg.model, **sizes)`` with the sizes its method decides."""
 
 from pbdl_cli.registry import Registry
 
 MODELS: Registry[type] = Registry("model", group="model")
+
+from pbdl_cli.models import field, mlp  # noqa: E402,F401
 
 __all__ = ["MODELS"]

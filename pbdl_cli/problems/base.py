@@ -124,8 +124,23 @@ class Problem(ABC):
     def initial_state(self, params: Params, generator: torch.Generator) -> Tensor:
         """Initial states for the trajectories of ``params``: [B, C, *spatial], float64, CPU."""
 
-    def reference(self, t: Tensor, params: Params) -> Tensor | None:
-        """Exact solution at times ``t`` [T] for ``params``: [B, T, C, *spatial], or None."""
+    def initial_function(self, x: Tensor, params: Params) -> Tensor:
+        """The initial state at arbitrary points ``x`` [N, D] -> [N, C] (for PINNs).
+
+        Only problems whose initial state is a closed-form function provide it.
+        """
+        raise NotImplementedError(f"problem '{self.name}' has no closed-form initial state")
+
+    def pde_residual(self, u: Tensor, x: Tensor, t: Tensor, params: Params) -> Tensor:
+        """PDE residual at points: ``u`` [N, C] computed from ``x`` [N, D] and ``t`` [N, 1]
+        with autograd (both require grad); returns [N, C], zero for exact solutions."""
+        raise NotImplementedError(f"problem '{self.name}' has no PDE residual")
+
+    def reference(self, t: Tensor, params: Params, x: Tensor | None = None) -> Tensor | None:
+        """Exact solution at times ``t`` [T] for ``params``: [B, T, C, *spatial], or None.
+
+        ``x`` (1D problems) evaluates at those positions instead of the cell centres.
+        """
         return None
 
     def slug(self) -> str:

@@ -31,6 +31,7 @@ import math
 import torch
 from torch import Tensor
 
+from pbdl_cli.errors import PbdlError
 from pbdl_cli.problems import PROBLEMS
 from pbdl_cli.problems.base import Grid, Params, PluginConfig, Problem
 
@@ -192,8 +193,25 @@ class Burgers(Problem):
     def _grf_sigma(self, kappa: Tensor) -> Tensor:
         return (kappa**2 + self.config.grf_tau**2) ** (-self.config.grf_alpha / 2)
 
+    # -- physics for physical losses -------------------------------------------------------
+    def initial_function(self, x: Tensor, params: Params) -> Tensor:
+        """-A sin(pi x) at points ``x`` [N, 1] -> [N, 1] (``ic=sine`` only)."""
+        if self.config.ic is not InitialCondition.sine:
+            raise PbdlError(
+                f"problem.ic={self.config.ic.value} is random; a PINN needs a closed-form "
+                "initial state: use problem.ic=sine"
+            )
+        return -self.config.ic_amplitude * torch.sin(math.pi * x)
+
+    def pde_residual(self, u: Tensor, x: Tensor, t: Tensor, params: Params) -> Tensor:
+        """u_t + u u_x - nu u_xx by automatic differentiation: [N, 1]."""
+        ones = torch.ones_like(u)
+        u_t, u_x = torch.autograd.grad(u, (t, x), ones, create_graph=True)
+        (u_xx,) = torch.autograd.grad(u_x, x, ones, create_graph=True)
+        return u_t + u * u_x - params["nu"] * u_xx
+
     # -- exact solution -------------------------------------------------------------------
-    def reference(self, t: Tensor, params: Params) -> Tensor | None:
+    def reference(self, t: Tensor, params: Params, x: Tensor | None = None) -> Tensor | None:
         """Cole-Hopf solution for ``ic=sine``: [B, T, 1, X] float64; None otherwise.
 
         For amplitude A the solution is ``A v(x, A t; nu / A)`` with v the unit-amplitude
@@ -205,7 +223,7 @@ class Burgers(Problem):
         from pbdl_cli.problems.cole_hopf import burgers_sine_exact
 
         a = c.ic_amplitude
-        x = self.grid.cell_centres()
+        x = self.grid.cell_centres() if x is None else x.to(torch.float64)
         t = t.to(torch.float64)
         nu = params["nu"].to(torch.float64).cpu()
         cache: dict[float, Tensor] = {}

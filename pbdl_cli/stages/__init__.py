@@ -5,6 +5,6 @@ from pbdl_cli.stages.base import Stage
 
 STAGES: Registry[type[Stage]] = Registry("stage")
 
-from pbdl_cli.stages import evaluate, generate  # noqa: E402,F401
+from pbdl_cli.stages import evaluate, generate, train  # noqa: E402,F401
 
 __all__ = ["STAGES", "Stage"]

@@ -1,0 +1,49 @@
+"""The Method interface: how learning meets physics.
+
+A method builds its model (it decides the input and output sizes), defines the training
+loss (it owns its data: collocation points, dataset windows, observations), reports
+validation metrics, and predicts the solution on the problem's output grid, which is what
+evaluation compares with the reference.
+
+Shapes: ``predict`` returns [B, T, C, *spatial] on the problem's times and cell centres.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from pbdl_cli.problems.base import PluginConfig, Problem
+
+
+class Method(ABC):
+    """Base of all methods; see the module docstring."""
+
+    Config: ClassVar[type[PluginConfig]]
+
+    def __init__(
+        self, config: Any, *, problem: Problem, device: torch.device, dtype: torch.dtype
+    ) -> None:
+        self.config = config
+        self.problem = problem
+        self.device = device
+        self.dtype = dtype
+
+    @abstractmethod
+    def build_model(self, model_config: Any) -> nn.Module:
+        """The model this method trains, from the ``model`` config node."""
+
+    @abstractmethod
+    def loss(self, model: nn.Module, step: int) -> dict[str, Tensor]:
+        """``{"loss": total, <term>: value, ...}`` for training step ``step``."""
+
+    def validate(self, model: nn.Module) -> dict[str, float]:
+        """Metrics logged every ``trainer.eval_every`` steps (lower is better)."""
+        return {}
+
+    @abstractmethod
+    def predict(self, model: nn.Module) -> Tensor:
+        """The prediction on the problem's output grid, [B, T, C, *spatial]."""

@@ -1,0 +1,119 @@
+"""Multilayer perceptron for coordinates -> values (PINNs, neural fields, small surrogates).
+
+    y = W_L s(... s(W_1 phi(x) + b_1) ...) + b_L,   phi(x) = x  or  [sin(2 pi B x), cos(2 pi B x)]
+
+with ``depth`` hidden layers of ``width`` units, activation s, and optional random Fourier
+features (Tancik et al. 2020) with B ~ N(0, scale^2) fixed at construction.
+
+Shapes: input [..., in_features] -> output [..., out_features].
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import itertools
+import math
+
+import torch
+from torch import Tensor, nn
+
+from pbdl_cli.models import MODELS
+from pbdl_cli.problems.base import PluginConfig
+
+
+class Activation(str, enum.Enum):
+    tanh = "tanh"
+    sin = "sin"
+    gelu = "gelu"
+    relu = "relu"
+    silu = "silu"
+
+
+class Init(str, enum.Enum):
+    xavier = "xavier"  # Glorot normal: the usual choice for tanh PINNs
+    kaiming = "kaiming"
+    default = "default"  # torch's own
+
+
+@dataclasses.dataclass
+class MLPConfig(PluginConfig):
+    """Options of ``mlp`` (``model.<key>``).
+
+    Attributes:
+        depth: number of hidden layers.
+        width: units per hidden layer.
+        activation: tanh, sin, gelu, relu or silu.
+        fourier_features: number of random Fourier features of the input (0: none).
+        fourier_scale: standard deviation of their frequencies.
+        init: weight initialization: xavier, kaiming or default.
+    """
+
+    depth: int = 4
+    width: int = 32
+    activation: Activation = Activation.tanh
+    fourier_features: int = 0
+    fourier_scale: float = 1.0
+    init: Init = Init.xavier
+
+    def __post_init__(self) -> None:
+        if self.depth < 1 or self.width < 1:
+            raise ValueError("depth and width must be >= 1")
+        if self.fourier_features < 0 or self.fourier_scale <= 0:
+            raise ValueError("fourier_features must be >= 0 and fourier_scale > 0")
+
+
+class _Sine(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.sin(x)
+
+
+_ACTIVATIONS = {
+    Activation.tanh: nn.Tanh,
+    Activation.sin: _Sine,
+    Activation.gelu: nn.GELU,
+    Activation.relu: nn.ReLU,
+    Activation.silu: nn.SiLU,
+}
+
+
+@MODELS.register("mlp")
+class MLP(nn.Module):
+    """Fully connected network with optional random Fourier feature inputs."""
+
+    Config = MLPConfig
+
+    def __init__(self, config: MLPConfig, *, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.config = config
+        if config.fourier_features:
+            frequencies = torch.randn(in_features, config.fourier_features) * config.fourier_scale
+            self.register_buffer("frequencies", frequencies)
+            first = 2 * config.fourier_features
+        else:
+            self.frequencies = None
+            first = in_features
+        sizes = [first] + [config.width] * config.depth
+        layers: list[nn.Module] = []
+        for fan_in, fan_out in itertools.pairwise(sizes):
+            layers += [nn.Linear(fan_in, fan_out), _ACTIVATIONS[config.activation]()]
+        layers.append(nn.Linear(sizes[-1], out_features))
+        self.net = nn.Sequential(*layers)
+        self._initialize(config.init)
+
+    def _initialize(self, init: Init) -> None:
+        if init is Init.default:
+            return
+        for layer in self.net:
+            if isinstance(layer, nn.Linear):
+                if init is Init.xavier:
+                    nn.init.xavier_normal_(layer.weight)
+                else:
+                    nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+                nn.init.zeros_(layer.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.frequencies is not None:
+            projected = 2 * math.pi * x @ self.frequencies
+            x = torch.cat([torch.sin(projected), torch.cos(projected)], dim=-1)
+        return self.net(x)

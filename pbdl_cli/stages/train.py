@@ -1,0 +1,151 @@
+"""``pbdl train``: fit a model with a method on a problem, then score it.
+
+The run directory (Hydra's) receives ``metrics.jsonl``, ``checkpoints/{last,best}.pt``
+(with the resolved config and plugin names) and ``summary.json``: the final training
+loss terms and, where the problem has an exact solution, the prediction's errors on the
+problem's output grid (``problem.nx`` cells x ``problem.dt`` frames).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shlex
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from rich.table import Table
+
+from pbdl_cli.config import TrainConfig, to_schema
+from pbdl_cli.console import console
+from pbdl_cli.evaluation.metrics import evaluate_all
+from pbdl_cli.methods import METHODS, Method
+from pbdl_cli.models import MODELS
+from pbdl_cli.problems import PROBLEMS, Problem
+from pbdl_cli.stages import STAGES
+from pbdl_cli.stages.base import Stage
+from pbdl_cli.training.trainer import TrainerConfig, fit
+from pbdl_cli.utils.device import resolve_device, resolve_dtype
+from pbdl_cli.utils.files import atomic_write_text
+
+log = logging.getLogger("pbdl.train")
+
+
+@dataclasses.dataclass
+class TrainSettings:
+    config: TrainConfig
+    problem: Problem
+    method: Method
+    trainer: TrainerConfig
+    device: torch.device
+    dtype: torch.dtype
+
+
+@STAGES.register("train")
+class Train(Stage):
+    """Train a model with a method on a problem; report its error against the reference."""
+
+    config_name = "train"
+
+    def validate(self, cfg: DictConfig) -> TrainSettings:
+        problem = PROBLEMS.build(cfg.problem)
+        MODELS.config(cfg.model)
+        trainer = to_schema(cfg.trainer, TrainerConfig, path="trainer")
+        config: TrainConfig = to_schema(cfg, TrainConfig, path="")
+        device, dtype = resolve_device(config.device), resolve_dtype(config.dtype.value)
+        # building the method checks that it fits the problem, before any run starts
+        method = METHODS.build(cfg.method, problem=problem, device=device, dtype=dtype)
+        return TrainSettings(
+            config=config,
+            problem=problem,
+            method=method,
+            trainer=trainer,
+            device=device,
+            dtype=dtype,
+        )
+
+    def run(self, settings: TrainSettings, cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+        s = settings
+        if s.config.threads is not None:
+            torch.set_num_threads(s.config.threads)
+        method = s.method
+        model = method.build_model(cfg.model)
+        count = sum(p.numel() for p in model.parameters())
+        log.info(
+            "training %s (%d parameters) with %s on %s, %s (%s)",
+            cfg.model.name,
+            count,
+            cfg.method.name,
+            s.problem.name,
+            s.device,
+            s.config.dtype.value,
+        )
+        extra = {
+            "config": OmegaConf.to_yaml(cfg, resolve=True),
+            "plugins": {k: cfg[k].name for k in ("problem", "model", "method")},
+        }
+        result = fit(
+            method,
+            model,
+            s.trainer,
+            run_dir,
+            resume=s.config.resume,
+            validate_key="rel_l2",
+            extra=extra,
+            resume_hint=_resume_command(run_dir),
+        )
+        summary: dict[str, Any] = {
+            "steps": result.steps,
+            "seconds": result.seconds,
+            "parameters": count,
+            "train": result.terms,
+            "best_validation": result.best,
+        }
+        prediction = method.predict(model)
+        reference = s.problem.reference(s.problem.times(), method_params(method))
+        if reference is not None:
+            values = evaluate_all(prediction.flatten(0, 1)[None], reference.flatten(0, 1)[None])
+            summary["test"] = {k: float(v) for k, v in values.items()}
+        atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
+        _print_summary(summary, run_dir, s)
+        return summary
+
+
+def method_params(method: Method) -> dict[str, torch.Tensor]:
+    """The physical parameters the method's prediction is for."""
+    params = getattr(method, "_params", None)
+    return params() if callable(params) else {}
+
+
+def _resume_command(run_dir: Path) -> str:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
+    except ValueError:  # not inside a Hydra run
+        overrides = []
+    args = [*overrides, "resume=true", f"hydra.run.dir={run_dir}"]
+    return "pbdl train " + " ".join(shlex.quote(a) for a in args)
+
+
+def _print_summary(summary: dict[str, Any], run_dir: Path, s: TrainSettings) -> None:
+    console.print(f"run directory: {run_dir}", soft_wrap=True)
+    table = Table(header_style="bold")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    table.add_row("steps", str(summary["steps"]))
+    table.add_row("time", f"{summary['seconds']:.1f} s")
+    for key, value in summary["train"].items():
+        table.add_row(f"train/{key}", f"{value:.3e}")
+    for key, value in summary.get("test", {}).items():
+        table.add_row(f"test/{key}", f"{value:.3e}")
+    console.print(table)
+    if "test" in summary:
+        grid = f"{len(s.problem.times())} x {s.problem.grid.shape[0]} space-time grid"
+        console.print(
+            f"relative L2 error against the exact solution: "
+            f"[bold]{summary['test']['rel_l2']:.3e}[/bold] ({grid})"
+        )
