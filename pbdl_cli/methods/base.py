@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from pbdl_cli.problems.base import PluginConfig, Problem
+from pbdl_cli.problems.base import Params, PluginConfig, Problem
 
 
 class Method(ABC):
@@ -31,6 +31,8 @@ class Method(ABC):
         self.problem = problem
         self.device = device
         self.dtype = dtype
+        #: physical parameters of the trajectories ``predict`` returns (CPU tensors [B])
+        self.params: Params = {}
 
     @abstractmethod
     def build_model(self, model_config: Any) -> nn.Module:

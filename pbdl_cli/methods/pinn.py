@@ -101,14 +101,12 @@ class PINN(Method):
             )
         self.lower, self.upper = grid.lower[0], grid.upper[0]
         self.t_end = problem.t_end
-        self.params = {k: v.to(device, dtype) for k, v in self._params().items()}
-        problem.initial_function(torch.zeros(1, 1, dtype=torch.float64), self._params())  # check
+        # the physical parameters of the one solution a PINN represents ([1] each)
+        self.params = problem.sample_params(1, torch.Generator().manual_seed(config.seed))
+        self._params_on_device = {k: v.to(device, dtype) for k, v in self.params.items()}
+        problem.initial_function(torch.zeros(1, 1, dtype=torch.float64), self.params)  # check
         self.points = self._collocation(0)
         self._validation: tuple[Tensor, Tensor, Tensor | None] | None = None
-
-    def _params(self) -> dict[str, Tensor]:
-        """The physical parameters of the single solution a PINN represents ([1] each)."""
-        return self.problem.sample_params(1, torch.Generator().manual_seed(self.config.seed))
 
     # -- model --------------------------------------------------------------------------------
     def build_model(self, model_config: Any) -> nn.Module:
@@ -122,7 +120,7 @@ class PINN(Method):
         ts = 2 * t / self.t_end - 1
         out = model(torch.cat([xs, ts], dim=-1))
         if self.config.constraints is Constraints.hard:
-            u0 = self.problem.initial_function(x, self.params)
+            u0 = self.problem.initial_function(x, self._params_on_device)
             out = u0 + (t / self.t_end) * (1 - xs**2) * out
         return out
 
@@ -150,7 +148,7 @@ class PINN(Method):
             self.points = self._collocation(step // c.resample_every)
         x, t = self.points
         u = self.evaluate(model, x, t)
-        residual = self.problem.pde_residual(u, x, t, self.params)
+        residual = self.problem.pde_residual(u, x, t, self._params_on_device)
         terms = {"pde": residual.square().mean()}
         if c.constraints is Constraints.soft:
             terms |= self._soft_terms(model)
@@ -163,7 +161,7 @@ class PINN(Method):
         kw = {"device": self.device, "dtype": self.dtype}
         x0 = torch.linspace(self.lower, self.upper, c.n_initial, **kw)[:, None]
         u0 = self.evaluate(model, x0, torch.zeros_like(x0))
-        ic = (u0 - self.problem.initial_function(x0, self.params)).square().mean()
+        ic = (u0 - self.problem.initial_function(x0, self._params_on_device)).square().mean()
         tb = torch.linspace(0, self.t_end, c.n_boundary, **kw)[:, None]
         left = self.evaluate(model, torch.full_like(tb, self.lower), tb)
         right = self.evaluate(model, torch.full_like(tb, self.upper), tb)
@@ -193,7 +191,7 @@ class PINN(Method):
         if self._validation is None:
             xs = torch.linspace(self.lower, self.upper, self.config.eval_nx, dtype=torch.float64)
             ts = torch.linspace(0, self.t_end, self.config.eval_nt, dtype=torch.float64)
-            self._validation = (xs, ts, self.problem.reference(ts, self._params(), x=xs))
+            self._validation = (xs, ts, self.problem.reference(ts, self.params, x=xs))
         xs, ts, exact = self._validation
         if exact is None:
             return {}

@@ -105,19 +105,13 @@ class Train(Stage):
             "best_validation": result.best,
         }
         prediction = method.predict(model)
-        reference = s.problem.reference(s.problem.times(), method_params(method))
+        reference = s.problem.reference(s.problem.times(), method.params)
         if reference is not None:
             values = evaluate_all(prediction.flatten(0, 1)[None], reference.flatten(0, 1)[None])
             summary["test"] = {k: float(v) for k, v in values.items()}
         atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
         _print_summary(summary, run_dir, s)
         return summary
-
-
-def method_params(method: Method) -> dict[str, torch.Tensor]:
-    """The physical parameters the method's prediction is for."""
-    params = getattr(method, "_params", None)
-    return params() if callable(params) else {}
 
 
 def _resume_command(run_dir: Path) -> str:
