@@ -105,7 +105,7 @@ class PINN(Method):
         self.params = problem.sample_params(1, torch.Generator().manual_seed(config.seed))
         self._params_on_device = {k: v.to(device, dtype) for k, v in self.params.items()}
         problem.initial_function(torch.zeros(1, 1, dtype=torch.float64), self.params)  # check
-        self.points = self._collocation(0)
+        self.points, self._round = self._collocation(0), 0
         self._validation: tuple[Tensor, Tensor, Tensor | None] | None = None
 
     # -- model --------------------------------------------------------------------------------
@@ -144,8 +144,9 @@ class PINN(Method):
     # -- training ------------------------------------------------------------------------------
     def loss(self, model: nn.Module, step: int) -> dict[str, Tensor]:
         c = self.config
-        if c.resample_every and step and step % c.resample_every == 0:
-            self.points = self._collocation(step // c.resample_every)
+        round_ = step // c.resample_every if c.resample_every else 0
+        if round_ != self._round:  # derived from the step, so a resumed run gets the same
+            self.points, self._round = self._collocation(round_), round_
         x, t = self.points
         u = self.evaluate(model, x, t)
         residual = self.problem.pde_residual(u, x, t, self._params_on_device)
