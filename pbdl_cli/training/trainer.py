@@ -223,7 +223,9 @@ def fit(
                 log.flush()
                 bar.set_postfix({k: f"{v:.3g}" for k, v in terms.items()}, refresh=False)
             if (config.eval_every and step % config.eval_every == 0) or step == total:
-                value = _validate(method, model, step, log, validate_key)
+                value = _validate(
+                    method, model, step, log, validate_key, time.perf_counter() - start
+                )
                 value = terms["loss"] if value is None else value
                 if value < best:
                     best = value
@@ -322,7 +324,7 @@ def _scheduler(
 
 
 def _validate(
-    method: Method, model: nn.Module, step: int, log: Any, key: str | None
+    method: Method, model: nn.Module, step: int, log: Any, key: str | None, elapsed: float
 ) -> float | None:
     validate: Callable[[nn.Module], dict[str, float]] | None = getattr(method, "validate", None)
     if validate is None:
@@ -331,7 +333,8 @@ def _validate(
     model.eval()
     values = validate(model)
     model.train(was_training)
-    log.write(json.dumps({"step": step} | {f"val/{k}": v for k, v in values.items()}) + "\n")
+    record = {"step": step} | {f"val/{k}": v for k, v in values.items()} | {"time": elapsed}
+    log.write(json.dumps(record) + "\n")
     log.flush()
     return values.get(key) if key else None
 
