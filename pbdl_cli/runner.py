@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import os
 import signal
 import sys
 import threading
@@ -179,23 +178,21 @@ def sweep_combinations(overrides: list[str]) -> list[list[str]]:
     return combos
 
 
-def check(stage_name: str, args: argparse.Namespace) -> Any:
-    """Compose and validate every sweep value of a command line; return the first settings."""
+def check(stage_name: str, args: argparse.Namespace) -> None:
+    """Compose and validate every sweep value of a command line (raises PbdlError)."""
     from pbdl_cli.stages import STAGES
 
     stage = STAGES.get(stage_name)()
     combos = sweep_combinations(args.overrides) if args.multirun else [args.overrides]
-    first = None
     # warnings (e.g. resolution hints) are logged once, by the run itself
     logging.disable(logging.WARNING)
     try:
         for overrides in combos:
-            cfg = compose(stage.config_name, overrides, config_dir=args.config_dir)
-            settings = validate_config(stage, cfg)
-            first = settings if first is None else first
+            validate_config(
+                stage, compose(stage.config_name, overrides, config_dir=args.config_dir)
+            )
     finally:
         logging.disable(logging.NOTSET)
-    return first
 
 
 def validate_config(stage: Any, cfg: DictConfig) -> Any:
@@ -276,7 +273,6 @@ def run_stage(stage_name: str, args: list[str]) -> None:
     )(StageTask(stage_name))
     saved = sys.argv
     sys.argv = [f"pbdl {stage_name}", *args]
-    os.environ.setdefault("HYDRA_FULL_ERROR", "0")
     try:
         main()
     finally:
