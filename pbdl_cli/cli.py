@@ -87,9 +87,12 @@ _stage_command(
 )
 _stage_command(
     "evaluate",
-    "Evaluate a trained run on its test split (not implemented yet).",
+    "Score a trained run: metrics against the reference and the PDE residual, the "
+    "prediction as an HDF5 file and plots, all in RUN/eval (see docs/evaluate.md).",
     "pbdl evaluate run=outputs/train/2026-11-22/13-02-11",
+    "pbdl evaluate run=outputs/train/2026-11-22/13-02-11 checkpoint=last plots=false",
     "pbdl evaluate run=outputs/train/2026-11-22/13-02-11 device=cuda",
+    "pbdl info outputs/train/2026-11-22/13-02-11/eval/prediction.h5",
 )
 
 
@@ -106,11 +109,58 @@ _not_implemented(
     "Compare the runs of a sweep in one table and plot.",
     "pbdl report outputs/multirun/train/2026-11-22/14-00-00",
 )
-_not_implemented(
+
+
+@app.command(
     "reproduce",
-    "Reproduce a published result and print the book's value next to ours.",
-    "pbdl reproduce burgers_pinn_vs_dp --quick",
+    epilog=_examples(
+        "pbdl reproduce --list",
+        "pbdl reproduce burgers_pinn_vs_dp",
+        "pbdl reproduce burgers_pinn_raissi --quick --out /tmp/raissi",
+    ),
 )
+def reproduce(
+    name: str = typer.Argument(None, help="The reproduction to run (see --list)."),
+    quick: bool = typer.Option(
+        False, "--quick", help="Reduced CI-scale settings (minutes); numbers are not judged."
+    ),
+    out: Path = typer.Option(
+        None,
+        "--out",
+        help="Output directory (default: outputs/reproduce/NAME[-quick]/<date>_<time>). "
+        "Finished variants found there are reused, interrupted ones resumed.",
+    ),
+    force: bool = typer.Option(False, "--force", help="Rerun variants found in --out."),
+    list_all: bool = typer.Option(False, "--list", help="List the reproductions and exit."),
+) -> None:
+    """Reproduce a published result: train and evaluate its variants, then print the
+    published values next to ours (also written to results.json and report.md)."""
+    from datetime import datetime
+
+    from pbdl_cli import reproduce as reproductions
+
+    if list_all or name is None:
+        table = Table(header_style="bold")
+        table.add_column("reproduction")
+        table.add_column("result")
+        table.add_column("source")
+        for key in sorted(reproductions.REPRODUCTIONS):
+            r = reproductions.REPRODUCTIONS[key]
+            table.add_row(key, r.title, r.source)
+        console.print(table)
+        if name is None and not list_all:
+            console.print("run one with: pbdl reproduce NAME [--quick]")
+        return
+    repro = reproductions.get(name)
+    if out is None:
+        stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+        out = Path("outputs/reproduce") / (name + ("-quick" if quick else "")) / stamp
+    checks = reproductions.run_reproduction(repro, quick=quick, out=out, force=force)
+    bad = reproductions.base.failed(checks)
+    if bad:
+        raise PbdlError(
+            f"{len(bad)} check(s) failed: " + "; ".join(r.check.label for r in bad), exit_code=1
+        )
 
 
 KINDS = ("problems", "solvers", "models", "methods", "metrics", "stages", "experiments")

@@ -172,14 +172,34 @@ class GenerateConfig:
             raise ValueError("threads must be >= 1 (or null for torch's default)")
 
 
+class CheckpointChoice(str, enum.Enum):
+    best = "best"
+    last = "last"
+
+
 @dataclasses.dataclass
 class EvaluateConfig:
-    """Top level of ``pbdl evaluate``."""
+    """Top level of ``pbdl evaluate`` (see conf/evaluate.yaml and docs/evaluate.md).
+
+    Attributes:
+        run: the ``pbdl train`` run directory; results go to ``<run>/eval``.
+        checkpoint: ``best`` (falls back to ``last`` if the run has no ``best.pt``) or
+            ``last``.
+        device: where the model runs (``auto``, ``cpu``, ``cuda``, ...).
+        threads: torch CPU threads; null takes the train run's setting.
+        plots: write the PNG figures.
+    """
 
     run: str = MISSING
-    split: str = "test"
+    checkpoint: CheckpointChoice = CheckpointChoice.best
     device: str = "auto"
+    threads: int | None = None
+    plots: bool = True
     plugins: list[str] = dataclasses.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.threads is not None and self.threads < 1:
+            raise ValueError("threads must be >= 1 (or null for the train run's setting)")
 
 
 def _trainer_config() -> Any:

@@ -318,6 +318,37 @@ def test_2d_axis_order(tmp_path: Path) -> None:
     assert list(info.coords) == ["t", "r", "phi"] and info.checksum_ok
 
 
+def test_time_only_and_static_layouts(tmp_path: Path) -> None:
+    """Fields without spatial axes ([N, T, C], ODEs) and with one frame (static problems)."""
+    ode = tmp_path / "ode.h5"
+    u = np.random.default_rng(0).normal(size=(3, T, 2))
+    kwargs = writer_kwargs(
+        num_trajectories=3, fields={"u": (2,)}, params={"k": ()}, coords={"t": np.arange(T)}
+    )
+    with TrajectoryWriter(ode, **kwargs) as w:
+        w.write({"u": u}, {"k": np.ones(3)})
+    info = read_info(ode)
+    assert info.fields == {"u": (3, T, 2)} and info.coords == {"t": (T,)} and info.checksum_ok
+    np.testing.assert_allclose(read_trajectories(ode, [2])["fields"]["u"][0], u[2], rtol=1e-6)
+    with h5py.File(ode, "r") as f:
+        assert f["fields/u"].chunks == (1, T, 2)
+
+    static = tmp_path / "static.h5"
+    kwargs = writer_kwargs(
+        num_trajectories=1,
+        num_times=1,
+        fields={"y": (1, S)},
+        params={},
+        coords={"t": [0.0], "x": np.zeros(S)},
+    )
+    with TrajectoryWriter(static, **kwargs) as w:
+        w.write({"y": np.ones((1, 1, 1, S))})
+    info = read_info(static)
+    assert info.fields == {"y": (1, 1, 1, S)} and info.num_times == 1 and info.checksum_ok
+    with pytest.raises(ValueError, match="0 spatial dims"):
+        TrajectoryWriter(tmp_path / "bad.h5", **writer_kwargs(fields={"u": (1,)}))
+
+
 # ------------------------------------------------------------------------ validation
 
 

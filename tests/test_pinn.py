@@ -12,6 +12,7 @@ from pbdl_cli.methods import METHODS
 from tests.conftest import build
 
 CPU = torch.device("cpu")
+TINY = {"name": "mlp", "depth": 2, "width": 8}
 
 
 def pinn(dtype=torch.float64, **options):
@@ -19,6 +20,21 @@ def pinn(dtype=torch.float64, **options):
         {"ic": "sine", "bc": "dirichlet", "nu": 0.01 / math.pi, "nx": 32, "dt": 0.25}
     )
     method = METHODS.build({"name": "pinn", **options}, problem=problem, device=CPU, dtype=dtype)
+    return problem, method
+
+
+def observed_burgers(**options):
+    """Burgers observed at 6 random cells at t = 0.5 (the book's inverse setting, smaller)."""
+    problem, _ = build(
+        {"ic": "sine", "bc": "dirichlet", "nu": 0.01 / math.pi, "nx": 32, "dt": 0.25}
+        | {"observe_t": [0.5], "observe_n": 6}
+    )
+    method = METHODS.build(
+        {"name": "pinn", "n_collocation": 64, **options},
+        problem=problem,
+        device=CPU,
+        dtype=torch.float64,
+    )
     return problem, method
 
 
@@ -71,3 +87,95 @@ def test_soft_constraints_and_errors():
     problem, _ = build({"ic": "sines", "bc": "dirichlet"})
     with pytest.raises(PbdlError, match=r"problem\.ic=sine"):
         METHODS.build({"name": "pinn"}, problem=problem, device=CPU, dtype=torch.float32)
+
+
+def test_zero_weights_skip_terms_and_need_no_initial_state():
+    """w_ic=0 (inverse problems: u0 unknown) works for a random initial state."""
+    problem, _ = build({"ic": "sines", "bc": "dirichlet", "nx": 32, "dt": 0.25})
+    method = METHODS.build(
+        {"name": "pinn", "constraints": "soft", "w_ic": 0.0, "w_bc": 0.5, "n_collocation": 64},
+        problem=problem,
+        device=CPU,
+        dtype=torch.float64,
+    )
+    model = method.build_model({"name": "mlp", "depth": 1, "width": 4})
+    terms = method.loss(model, 0)
+    assert set(terms) == {"pde", "bc", "loss"}  # no observations: burgers defines none here
+    assert torch.isclose(terms["loss"], terms["pde"] + 0.5 * terms["bc"])
+    _, data_only = observed_burgers(constraints="soft", w_pde=0.0, w_ic=0.0, w_bc=0.0)
+    assert data_only.points is None
+    assert set(data_only.loss(data_only.build_model(TINY), 0)) == {"obs", "loss"}
+    with pytest.raises(PbdlError, match="every loss term"):
+        pinn(constraints="soft", w_pde=0.0, w_ic=0.0, w_bc=0.0)  # burgers: no observations
+
+
+def test_observation_term_is_the_mse_at_the_observed_points():
+    problem, method = pinn(dtype=torch.float64, constraints="soft", w_obs=2.0)
+    assert problem.observations(method.params) is None  # the default: nothing observed
+    assert "obs" not in method.loss(method.build_model(TINY), 0)
+    problem, method = observed_burgers(constraints="soft", w_obs=2.0)
+    model = method.build_model(TINY)
+    obs = problem.observations(method.params)
+    assert len(obs) == 6 and obs.t.unique().tolist() == [0.5]
+    expected = (model(torch.cat([obs.x, 2 * obs.t - 1], dim=1)) - obs.u).square().mean()
+    terms = method.loss(model, 0)
+    assert set(terms) == {"pde", "ic", "bc", "obs", "loss"}
+    torch.testing.assert_close(terms["obs"], expected, rtol=1e-14, atol=0)
+    total = terms["pde"] + terms["ic"] + terms["bc"] + 2.0 * terms["obs"]
+    torch.testing.assert_close(terms["loss"], total)
+    # hard constraints: the observation term sees the transformed output
+    problem, hard = observed_burgers()
+    model = hard.build_model(TINY)
+    u = -torch.sin(math.pi * obs.x) + obs.t * (1 - obs.x**2) * model(
+        torch.cat([obs.x, 2 * obs.t - 1], dim=1)
+    )
+    torch.testing.assert_close(hard.loss(model, 0)["obs"], (u - obs.u).square().mean())
+
+
+def test_residual_on_the_output_grid():
+    problem, method = pinn(dtype=torch.float64)
+    model = method.build_model(TINY)
+    x, t = method.grid_points([problem.grid.cell_centres()], problem.times())
+    x.requires_grad_(True), t.requires_grad_(True)
+    r = problem.pde_residual(method.evaluate(model, x, t), x, t, method.params)
+    assert method.residual(model) == pytest.approx(float(r.detach().abs().mean()), rel=1e-12)
+
+
+def test_time_only_and_static_problems():
+    from pbdl_cli.problems import PROBLEMS
+
+    oscillator = PROBLEMS.build({"name": "oscillator", "observe_n": 0})
+    with pytest.raises(PbdlError, match=r"time-only: use method\.constraints=soft"):
+        METHODS.build({"name": "pinn"}, problem=oscillator, device=CPU, dtype=torch.float64)
+    forward = METHODS.build(
+        {"name": "pinn", "constraints": "soft", "n_collocation": 16},
+        problem=oscillator,
+        device=CPU,
+        dtype=torch.float64,
+    )
+    model = forward.build_model(TINY)
+    terms = forward.loss(model, 0)
+    assert set(terms) == {"pde", "ic", "loss"}  # no walls, no observations (observe_n=0)
+    t0 = torch.zeros(1, 1, dtype=torch.float64, requires_grad=True)
+    u0 = model(2 * t0 / 1.0 - 1)
+    (v0,) = torch.autograd.grad(u0, t0)
+    # u(0) = 1 and u'(0) = 0 (initial_rate) both enter the initial term
+    assert float(terms["ic"].detach()) == pytest.approx(
+        float((u0.detach() - 1) ** 2 + v0**2), rel=1e-12
+    )
+
+    parabola = PROBLEMS.build({"name": "parabola", "n_data": 32, "nx": 20})
+    physics = METHODS.build(
+        {"name": "pinn", "constraints": "soft", "w_obs": 0.0, "n_collocation": 64},
+        problem=parabola,
+        device=CPU,
+        dtype=torch.float64,
+    )
+    x, t = physics.points
+    assert x.shape == (64, 1) and torch.equal(t, torch.zeros(64, 1, dtype=torch.float64))
+    model = physics.build_model(TINY)
+    terms = physics.loss(model, 0)
+    assert set(terms) == {"pde", "loss"}  # static: no initial term; bc 'none': no walls
+    y = model(2 * x - 1)
+    torch.testing.assert_close(terms["pde"], (y**2 - x).square().mean())
+    assert physics.predict(model).shape == (1, 1, 1, 20)

@@ -116,3 +116,31 @@ def test_config_validation():
         TrainerConfig(max_steps=0, lbfgs_steps=0)
     with pytest.raises(ValueError, match="grad_clip"):
         TrainerConfig(grad_clip=0.0)
+
+
+def _scalars(directory: Path, tag: str) -> dict[int, float]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(directory))
+    events.Reload()
+    return {e.step: e.value for e in events.Scalars(tag)}
+
+
+def test_tensorboard_scalars_match_metrics_and_survive_resume(tmp_path):
+    config = TrainerConfig(**CONFIG, tensorboard=True)
+    fit(Regression(), model(), config, tmp_path / "a", validate_key="mse")
+    with pytest.raises(TrainingInterrupted):
+        fit(Regression(interrupt_at=12), model(), config, tmp_path / "b", validate_key="mse")
+    fit(Regression(), model(), config, tmp_path / "b", resume=True, validate_key="mse")
+    for run in ("a", "b"):
+        logged = {r["step"]: r["train/loss"] for r in records(tmp_path / run) if "train/loss" in r}
+        scalars = _scalars(tmp_path / run / "tensorboard", "train/loss")
+        # one value per step (a resumed run purges what it logs again), equal to the JSON log
+        assert sorted(scalars) == sorted(logged) == list(range(1, 37))
+        assert all(scalars[s] == pytest.approx(logged[s], rel=1e-6) for s in logged)
+        assert sorted(_scalars(tmp_path / run / "tensorboard", "val/mse")) == [10, 20, 30, 36]
+
+
+def test_tensorboard_off_writes_no_events(tmp_path):
+    fit(Regression(), model(), TrainerConfig(**CONFIG, tensorboard=False), tmp_path)
+    assert not (tmp_path / "tensorboard").exists()

@@ -60,3 +60,36 @@ def evaluate_all(prediction: Tensor, reference: Tensor) -> dict[str, Tensor]:
     """Every registered metric, keyed by name: {name: [B]}."""
     with torch.no_grad():
         return {entry.name: entry.obj(prediction, reference) for entry in METRICS}
+
+
+def summarize(prediction: Tensor, reference: Tensor) -> dict[str, float]:
+    """Every registered metric per trajectory, averaged over trajectories.
+
+    Args:
+        prediction, reference: [B, ...] (e.g. [B, T, C, *spatial]).
+
+    Returns:
+        {name: mean over B of the metric of each whole trajectory}.
+    """
+    return {name: float(v.mean()) for name, v in evaluate_all(prediction, reference).items()}
+
+
+def per_time(
+    prediction: Tensor, reference: Tensor, names: tuple[str, ...] = ("rel_l2", "mae")
+) -> dict[str, list[float]]:
+    """Metrics of every frame, averaged over trajectories.
+
+    Args:
+        prediction, reference: [B, T, ...].
+        names: registered metrics to compute.
+
+    Returns:
+        {name: [T] values as a list}; frame k compares ``prediction[:, k]``.
+    """
+    b, t = prediction.shape[:2]
+    frames_p, frames_r = prediction.reshape(b * t, -1), reference.reshape(b * t, -1)
+    with torch.no_grad():
+        return {
+            name: METRICS.get(name)(frames_p, frames_r).reshape(b, t).mean(dim=0).tolist()
+            for name in names
+        }

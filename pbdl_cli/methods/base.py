@@ -23,6 +23,8 @@ class Method(ABC):
     """Base of all methods; see the module docstring."""
 
     Config: ClassVar[type[PluginConfig]]
+    #: methods that train through a solver get ``solver=`` (built from the ``solver`` node)
+    needs_solver: ClassVar[bool] = False
 
     def __init__(
         self, config: Any, *, problem: Problem, device: torch.device, dtype: torch.dtype
@@ -48,4 +50,9 @@ class Method(ABC):
 
     @abstractmethod
     def predict(self, model: nn.Module) -> Tensor:
-        """The prediction on the problem's output grid, [B, T, C, *spatial]."""
+        """The prediction on the problem's output grid, [B, T, C, *spatial] (float64, CPU)."""
+
+    def residual(self, model: nn.Module) -> float | None:
+        """Mean absolute PDE residual of the prediction (``pbdl evaluate``), or None where
+        the method cannot compute one."""
+        return None

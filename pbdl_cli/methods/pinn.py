@@ -4,6 +4,11 @@ A network u_theta(x, t) is trained to make the PDE residual R = problem.pde_resi
 vanish at collocation points, with derivatives from automatic differentiation:
 
     L = w_pde mean(R^2) + w_ic mean((u(x, 0) - u0(x))^2) + w_bc mean(boundary error^2)
+        + w_obs mean((u(x_i, t_i) - u_i)^2)
+
+The last term fits the problem's observations (``problem.observations``: inverse problems,
+sparse measurements) where it has any. Terms of weight 0 are not computed, so e.g.
+``w_ic=0`` needs no closed-form initial state.
 
 Initial and boundary conditions are either soft (the loss terms above, on ``n_initial``
 and ``n_boundary`` points) or hard: the output transform
@@ -14,7 +19,12 @@ satisfies both exactly, which leaves only the residual to learn. Collocation poi
 uniform random, Latin hypercube or scrambled Sobol samples of [-1, 1] x [0, t_end], fixed
 or redrawn every ``resample_every`` steps.
 
-Shapes: the network maps [N, 2] points (x, t scaled to [-1, 1]) to [N, C].
+Besides 1D problems it handles time-only ones (ODEs: the network sees t only, no
+boundary term; for second-order ODEs the soft initial term also fits u_t(0) where the
+problem provides ``initial_rate``) and static ones (no time input, no initial term).
+
+Shapes: the network maps [N, F] points (x and t scaled to [-1, 1], F = D + 1, or D for
+static problems) to [N, C].
 """
 
 from __future__ import annotations
@@ -28,9 +38,9 @@ from torch import Tensor, nn
 
 from pbdl_cli.errors import PbdlError
 from pbdl_cli.methods import METHODS
-from pbdl_cli.methods.base import Method
+from pbdl_cli.methods.points import CoordinateMethod
 from pbdl_cli.models import MODELS
-from pbdl_cli.problems.base import PluginConfig, Problem
+from pbdl_cli.problems.base import Observations, PluginConfig, Problem
 from pbdl_cli.utils.seeding import derive_seed
 
 
@@ -55,8 +65,10 @@ class PINNConfig(PluginConfig):
         sampler: uniform, lhs or sobol.
         resample_every: draw new collocation points every n steps (0: keep them).
         n_initial, n_boundary: points of the soft IC and boundary terms.
-        w_pde, w_ic, w_bc: loss weights.
-        eval_nx, eval_nt: resolution of the validation grid (rel. L2 against the reference).
+        w_pde, w_ic, w_bc: loss weights (0: the term is not computed).
+        w_obs: weight of the fit to the problem's observations (where it has any).
+        eval_nx, eval_nt: resolution of the validation grid (rel. L2 against the
+            reference); 0: the output grid's.
         seed: seed of the point samplers.
     """
 
@@ -69,6 +81,7 @@ class PINNConfig(PluginConfig):
     w_pde: float = 1.0
     w_ic: float = 1.0
     w_bc: float = 1.0
+    w_obs: float = 1.0
     eval_nx: int = 256
     eval_nt: int = 51
     seed: int = 0
@@ -78,10 +91,14 @@ class PINNConfig(PluginConfig):
             raise ValueError("point counts must be >= 1")
         if self.resample_every < 0:
             raise ValueError("resample_every must be >= 0")
+        if min(self.w_pde, self.w_ic, self.w_bc, self.w_obs) < 0:
+            raise ValueError("loss weights must be >= 0")
+        if self.eval_nx < 0 or self.eval_nt < 0:
+            raise ValueError("eval_nx and eval_nt must be >= 0")
 
 
 @METHODS.register("pinn")
-class PINN(Method):
+class PINN(CoordinateMethod):
     """Physics-informed network: PDE residual by autodiff at collocation points."""
 
     Config = PINNConfig
@@ -92,112 +109,138 @@ class PINN(Method):
     ) -> None:
         super().__init__(config, problem=problem, device=device, dtype=dtype)
         grid = problem.grid
-        if grid.num_spatial_dims != 1:
-            raise PbdlError("pinn supports 1D problems so far")
-        if config.constraints is Constraints.hard and grid.is_periodic:
+        if self.num_spatial_dims > 1:
+            raise PbdlError("pinn supports problems with at most one spatial dimension so far")
+        self.hard = config.constraints is Constraints.hard
+        if self.hard and (self.num_spatial_dims == 0 or self.static):
+            kind = "static" if self.static else "time-only"
+            raise PbdlError(
+                f"method.constraints=hard needs an initial state and walls; problem "
+                f"'{problem.name}' is {kind}: use method.constraints=soft"
+            )
+        if self.hard and grid.bc != "dirichlet":
             raise PbdlError(
                 "method.constraints=hard needs walls (problem.bc=dirichlet); use "
                 "method.constraints=soft for periodic problems"
             )
-        self.lower, self.upper = grid.lower[0], grid.upper[0]
+        if self.num_spatial_dims:
+            self.lower, self.upper = grid.lower[0], grid.upper[0]
         self.t_end = problem.t_end
-        # the physical parameters of the one solution a PINN represents ([1] each)
-        self.params = problem.sample_params(1, torch.Generator().manual_seed(config.seed))
-        self._params_on_device = {k: v.to(device, dtype) for k, v in self.params.items()}
-        problem.initial_function(torch.zeros(1, 1, dtype=torch.float64), self.params)  # check
+        # the terms this run computes (hard constraints make ic and bc exact)
+        self.use_pde = config.w_pde > 0
+        self.use_ic = not self.hard and not self.static and config.w_ic > 0
+        self.use_bc = (
+            not self.hard
+            and self.num_spatial_dims == 1
+            and grid.bc in ("periodic", "dirichlet")
+            and config.w_bc > 0
+        )
+        if self.hard or self.use_ic:  # fails early if the problem has no closed-form u0
+            x0 = torch.zeros(1, self.num_spatial_dims, dtype=torch.float64)
+            problem.initial_function(x0, self.params)
+        observed = problem.observations(self.params) if config.w_obs > 0 else None
+        self.observations: Observations | None = None
+        if observed is not None and len(observed):
+            self.observations = Observations(
+                x=self.to_device(observed.x),
+                t=self.to_device(observed.t),
+                u=self.to_device(observed.u),
+            )
+        if not (self.use_pde or self.use_ic or self.use_bc or self.observations is not None):
+            raise PbdlError(
+                "every loss term of pinn is off (weight 0 or not applicable); set "
+                "method.w_pde, w_ic, w_bc or w_obs > 0"
+            )
         self.points, self._round = self._collocation(0), 0
-        self._validation: tuple[Tensor, Tensor, Tensor | None] | None = None
 
     # -- model --------------------------------------------------------------------------------
     def build_model(self, model_config: Any) -> nn.Module:
         torch.manual_seed(derive_seed(self.config.seed, "model") % 2**31)
-        model = MODELS.build(model_config, in_features=2, out_features=self.problem.num_channels)
+        model = MODELS.build(
+            model_config, in_features=self.in_features, out_features=self.problem.num_channels
+        )
         return model.to(self.device, self.dtype)
 
-    def evaluate(self, model: nn.Module, x: Tensor, t: Tensor) -> Tensor:
-        """u(x, t) at points x, t [N, 1] (physical units) -> [N, C]."""
-        xs = 2 * (x - self.lower) / (self.upper - self.lower) - 1
-        ts = 2 * t / self.t_end - 1
-        out = model(torch.cat([xs, ts], dim=-1))
-        if self.config.constraints is Constraints.hard:
+    def evaluate(self, model: nn.Module, x: Tensor, t: Tensor | None) -> Tensor:
+        """u(x, t) at points x [N, D], t [N, 1] (physical units) -> [N, C]."""
+        columns = self.scale(x, t)
+        out = model(torch.cat(columns, dim=-1) if len(columns) > 1 else columns[0])
+        if self.hard:
             u0 = self.problem.initial_function(x, self._params_on_device)
-            out = u0 + (t / self.t_end) * (1 - xs**2) * out
+            out = u0 + (t / self.t_end) * (1 - columns[0] ** 2) * out
         return out
 
     # -- points --------------------------------------------------------------------------------
     def _unit_samples(self, n: int, round_: int) -> Tensor:
         seed = derive_seed(self.config.seed, "collocation", round_) % 2**31
+        dim = self.in_features
         if self.config.sampler is Sampler.sobol:
-            engine = torch.quasirandom.SobolEngine(2, scramble=True, seed=seed)
+            engine = torch.quasirandom.SobolEngine(dim, scramble=True, seed=seed)
             return engine.draw(n, dtype=torch.float64)
         g = torch.Generator().manual_seed(seed)
         if self.config.sampler is Sampler.lhs:
-            strata = torch.stack([torch.randperm(n, generator=g) for _ in range(2)], dim=1)
-            return (strata + torch.rand(n, 2, generator=g, dtype=torch.float64)) / n
-        return torch.rand(n, 2, generator=g, dtype=torch.float64)
+            strata = torch.stack([torch.randperm(n, generator=g) for _ in range(dim)], dim=1)
+            return (strata + torch.rand(n, dim, generator=g, dtype=torch.float64)) / n
+        return torch.rand(n, dim, generator=g, dtype=torch.float64)
 
-    def _collocation(self, round_: int) -> tuple[Tensor, Tensor]:
-        u = self._unit_samples(self.config.n_collocation, round_).to(self.device, self.dtype)
-        x = self.lower + (self.upper - self.lower) * u[:, :1]
-        return x.requires_grad_(True), (self.t_end * u[:, 1:]).requires_grad_(True)
+    def _collocation(self, round_: int) -> tuple[Tensor, Tensor] | None:
+        """Collocation points x [N, D], t [N, 1] of round ``round_`` (None: no residual term);
+        both require grad, except t of static problems (zeros)."""
+        if not self.use_pde:
+            return None
+        u = self.to_device(self._unit_samples(self.config.n_collocation, round_))
+        d = self.num_spatial_dims
+        x = self.lower + (self.upper - self.lower) * u[:, :1] if d else u[:, :0]
+        t = torch.zeros_like(u[:, :1]) if self.static else self.t_end * u[:, d:]
+        return x.requires_grad_(True), t.requires_grad_(not self.static)
 
     # -- training ------------------------------------------------------------------------------
     def loss(self, model: nn.Module, step: int) -> dict[str, Tensor]:
         c = self.config
-        round_ = step // c.resample_every if c.resample_every else 0
-        if round_ != self._round:  # derived from the step, so a resumed run gets the same
-            self.points, self._round = self._collocation(round_), round_
-        x, t = self.points
-        u = self.evaluate(model, x, t)
-        residual = self.problem.pde_residual(u, x, t, self._params_on_device)
-        terms = {"pde": residual.square().mean()}
-        if c.constraints is Constraints.soft:
-            terms |= self._soft_terms(model)
-        weights = {"pde": c.w_pde, "ic": c.w_ic, "bc": c.w_bc}
+        terms: dict[str, Tensor] = {}
+        if self.use_pde:
+            round_ = step // c.resample_every if c.resample_every else 0
+            if round_ != self._round:  # derived from the step, so a resumed run gets the same
+                self.points, self._round = self._collocation(round_), round_
+            x, t = self.points
+            u = self.evaluate(model, x, t)
+            residual = self.problem.pde_residual(u, x, t, self._params_on_device)
+            terms["pde"] = residual.square().mean()
+        if self.use_ic:
+            terms["ic"] = self._initial_term(model)
+        if self.use_bc:
+            terms["bc"] = self._boundary_term(model)
+        if self.observations is not None:
+            obs = self.observations
+            terms["obs"] = (self.evaluate(model, obs.x, obs.t) - obs.u).square().mean()
+        weights = {"pde": c.w_pde, "ic": c.w_ic, "bc": c.w_bc, "obs": c.w_obs}
         terms["loss"] = sum(weights[k] * v for k, v in terms.items())
         return terms
 
-    def _soft_terms(self, model: nn.Module) -> dict[str, Tensor]:
-        c = self.config
+    def _initial_term(self, model: nn.Module) -> Tensor:
+        """mean (u(x, 0) - u0(x))^2 on ``n_initial`` points (+ the same for u_t(x, 0) where
+        the problem gives ``initial_rate``: second-order ODEs)."""
         kw = {"device": self.device, "dtype": self.dtype}
-        x0 = torch.linspace(self.lower, self.upper, c.n_initial, **kw)[:, None]
-        u0 = self.evaluate(model, x0, torch.zeros_like(x0))
+        if self.num_spatial_dims:
+            x0 = torch.linspace(self.lower, self.upper, self.config.n_initial, **kw)[:, None]
+        else:
+            x0 = torch.zeros(1, 0, **kw)
+        rate = getattr(self.problem, "initial_rate", None)
+        rate = rate(x0, self._params_on_device) if rate is not None else None
+        t0 = torch.zeros(x0.shape[0], 1, **kw).requires_grad_(rate is not None)
+        u0 = self.evaluate(model, x0, t0)
         ic = (u0 - self.problem.initial_function(x0, self._params_on_device)).square().mean()
-        tb = torch.linspace(0, self.t_end, c.n_boundary, **kw)[:, None]
+        if rate is not None:
+            (u_t,) = torch.autograd.grad(u0, t0, torch.ones_like(u0), create_graph=True)
+            ic = ic + (u_t - rate).square().mean()
+        return ic
+
+    def _boundary_term(self, model: nn.Module) -> Tensor:
+        """Periodicity u(a, t) = u(b, t) or walls u(a, t) = u(b, t) = 0 (mean square)."""
+        kw = {"device": self.device, "dtype": self.dtype}
+        tb = torch.linspace(0, self.t_end, self.config.n_boundary, **kw)[:, None]
         left = self.evaluate(model, torch.full_like(tb, self.lower), tb)
         right = self.evaluate(model, torch.full_like(tb, self.upper), tb)
         if self.problem.grid.is_periodic:
-            bc = (left - right).square().mean()
-        else:
-            bc = (left.square().mean() + right.square().mean()) / 2
-        return {"ic": ic, "bc": bc}
-
-    # -- evaluation ----------------------------------------------------------------------------
-    @torch.no_grad()
-    def on_grid(self, model: nn.Module, xs: Tensor, ts: Tensor) -> Tensor:
-        """u on the tensor grid ``ts`` [T] x ``xs`` [X]: [1, T, C, X] float64 on the CPU."""
-        tt, xx = torch.meshgrid(ts, xs, indexing="ij")
-        x, t = xx.reshape(-1, 1), tt.reshape(-1, 1)
-        values = torch.cat(
-            [
-                self.evaluate(model, xc.to(self.device, self.dtype), tc.to(self.device, self.dtype))
-                for xc, tc in zip(x.split(65536), t.split(65536), strict=True)
-            ]
-        )
-        values = values.double().cpu().reshape(len(ts), len(xs), -1)  # [T, X, C]
-        return values.permute(0, 2, 1)[None]
-
-    def validate(self, model: nn.Module) -> dict[str, float]:
-        """Relative L2 error against the problem's reference on an eval_nt x eval_nx grid."""
-        if self._validation is None:
-            xs = torch.linspace(self.lower, self.upper, self.config.eval_nx, dtype=torch.float64)
-            ts = torch.linspace(0, self.t_end, self.config.eval_nt, dtype=torch.float64)
-            self._validation = (xs, ts, self.problem.reference(ts, self.params, x=xs))
-        xs, ts, exact = self._validation
-        if exact is None:
-            return {}
-        prediction = self.on_grid(model, xs, ts)
-        return {"rel_l2": float((prediction - exact).norm() / exact.norm())}
-
-    def predict(self, model: nn.Module) -> Tensor:
-        return self.on_grid(model, self.problem.grid.cell_centres(), self.problem.times())
+            return (left - right).square().mean()
+        return (left.square().mean() + right.square().mean()) / 2

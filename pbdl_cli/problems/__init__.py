@@ -5,6 +5,6 @@ from pbdl_cli.registry import Registry
 
 PROBLEMS: Registry[type[Problem]] = Registry("problem", group="problem")
 
-from pbdl_cli.problems import burgers  # noqa: E402,F401  (registers "burgers")
+from pbdl_cli.problems import burgers, oscillator, parabola  # noqa: E402,F401  (registers them)
 
 __all__ = ["PROBLEMS", "Grid", "Params", "PluginConfig", "Problem"]

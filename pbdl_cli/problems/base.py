@@ -23,6 +23,29 @@ Params = dict[str, Tensor]
 
 
 @dataclasses.dataclass
+class Observations:
+    """Measured values of the state at scattered points (inverse problems, point data).
+
+    Attributes:
+        x: positions [N, D] (D = number of spatial dimensions, may be 0).
+        t: times [N, 1].
+        u: observed values [N, C].
+        frame, cell: for observations that lie on the problem's output grid, the frame
+            index [N] (into ``times()``) and flat cell index [N] of every point; grid-based
+            methods (e.g. ``dp`` through a solver) need them. ``None`` otherwise.
+    """
+
+    x: Tensor
+    t: Tensor
+    u: Tensor
+    frame: Tensor | None = None
+    cell: Tensor | None = None
+
+    def __len__(self) -> int:
+        return self.u.shape[0]
+
+
+@dataclasses.dataclass
 class PluginConfig:
     """Base of every plugin schema: ``name`` selects the registered plugin."""
 
@@ -142,6 +165,21 @@ class Problem(ABC):
         ``x`` (1D problems) evaluates at those positions instead of the cell centres.
         """
         return None
+
+    @property
+    def is_static(self) -> bool:
+        """True for problems without time (``t_end == 0``): one output frame at t = 0."""
+        return self.t_end == 0
+
+    def observations(self, params: Params) -> Observations | None:
+        """The problem's measurements of the solution for ``params`` (one trajectory, B = 1),
+        or None when the problem defines none. Deterministic for a given configuration."""
+        return None
+
+    def metrics(self, prediction: Tensor, params: Params) -> dict[str, float]:
+        """Problem-specific scores of a prediction [B, T, C, *spatial] on the output grid
+        (e.g. distance to the nearest valid branch); added to the generic metrics."""
+        return {}
 
     def slug(self) -> str:
         """A short readable tag of the main settings, used in dataset names."""

@@ -33,7 +33,7 @@ from torch import Tensor
 
 from pbdl_cli.errors import PbdlError
 from pbdl_cli.problems import PROBLEMS
-from pbdl_cli.problems.base import Grid, Params, PluginConfig, Problem
+from pbdl_cli.problems.base import Grid, Observations, Params, PluginConfig, Problem
 
 #: where the peak of a random sum of sines is measured (independent of nx)
 _PEAK_GRID = torch.linspace(-1.0, 1.0, 8193, dtype=torch.float64)
@@ -67,6 +67,11 @@ class BurgersConfig(PluginConfig):
         grf_alpha, grf_tau: spectrum exponent and length-scale parameter of ``grf``.
         t_end: final time.
         dt: output interval (stored frames); the solver substeps internally.
+        observe_t: times at which the solution is observed (inverse problems, e.g. the
+            book's ``[0.5]``); each must be an output frame ``k dt``. Empty: none.
+        observe_n: observed cells per observed time, drawn without replacement (0: all).
+        observe_noise: standard deviation of Gaussian noise added to the observations.
+        observe_seed: seed of the cell choice and the noise.
     """
 
     nx: int = 128
@@ -80,6 +85,10 @@ class BurgersConfig(PluginConfig):
     grf_tau: float = 7.0
     t_end: float = 1.0
     dt: float = 0.02
+    observe_t: list[float] = dataclasses.field(default_factory=list)
+    observe_n: int = 0
+    observe_noise: float = 0.0
+    observe_seed: int = 0
 
     def __post_init__(self) -> None:
         if self.nx < 4:
@@ -97,6 +106,17 @@ class BurgersConfig(PluginConfig):
         n = round(self.t_end / self.dt)
         if n < 1 or not math.isclose(n * self.dt, self.t_end, rel_tol=1e-9):
             raise ValueError(f"t_end={self.t_end} must be a whole multiple of dt={self.dt}")
+        for t in self.observe_t:
+            k = round(t / self.dt)
+            if not 0 <= k <= n or not math.isclose(k * self.dt, t, rel_tol=1e-9, abs_tol=1e-12):
+                raise ValueError(
+                    f"observe_t={t} is not an output time (a multiple of dt={self.dt} "
+                    f"in [0, {self.t_end}])"
+                )
+        if not 0 <= self.observe_n <= self.nx:
+            raise ValueError(f"observe_n must be in [0, nx={self.nx}] (0: every cell)")
+        if self.observe_noise < 0:
+            raise ValueError("observe_noise must be >= 0")
 
 
 @PROBLEMS.register("burgers")
@@ -209,6 +229,40 @@ class Burgers(Problem):
         u_t, u_x = torch.autograd.grad(u, (t, x), ones, create_graph=True)
         (u_xx,) = torch.autograd.grad(u_x, x, ones, create_graph=True)
         return u_t + u * u_x - params["nu"] * u_xx
+
+    # -- measurements -------------------------------------------------------------------
+    def observations(self, params: Params) -> Observations | None:
+        """Exact values at ``observe_n`` random cell centres at each of ``observe_t``.
+
+        The book's inverse setting (ch. 11, 14) observes u at t = 0.5 only and reconstructs
+        the rest of the space-time solution. Values come from the Cole-Hopf solution
+        (``ic=sine``), plus optional noise.
+        """
+        c = self.config
+        if not c.observe_t:
+            return None
+        if c.ic is not InitialCondition.sine:
+            raise PbdlError(
+                "problem.observe_t needs an exact solution to observe: use problem.ic=sine"
+            )
+        g = torch.Generator().manual_seed(c.observe_seed)
+        x_all = self.grid.cell_centres()
+        frames, cells = [], []
+        for t in c.observe_t:
+            idx = torch.randperm(c.nx, generator=g)[: c.observe_n] if c.observe_n else None
+            idx = torch.arange(c.nx) if idx is None else idx.sort().values
+            frames.append(torch.full_like(idx, round(t / c.dt)))
+            cells.append(idx)
+        frame, cell = torch.cat(frames), torch.cat(cells)
+        t = frame.to(torch.float64) * c.dt
+        exact = self.reference(t.unique(), {k: v[:1] for k, v in params.items()})
+        assert exact is not None
+        lookup = {float(v): i for i, v in enumerate(t.unique().tolist())}
+        rows = torch.tensor([lookup[float(v)] for v in t.tolist()])
+        u = exact[0, rows, :, cell]  # [N, 1]
+        if c.observe_noise:
+            u = u + c.observe_noise * torch.randn(u.shape, generator=g, dtype=torch.float64)
+        return Observations(x=x_all[cell][:, None], t=t[:, None], u=u, frame=frame, cell=cell)
 
     # -- exact solution -------------------------------------------------------------------
     def reference(self, t: Tensor, params: Params, x: Tensor | None = None) -> Tensor | None:

@@ -1,32 +1,416 @@
-"""``pbdl evaluate``: score a trained run. The config is composed and validated now; the
-evaluation itself arrives with the training engine."""
+"""``pbdl evaluate run=DIR``: score a trained run and write its prediction and figures.
+
+The stage rebuilds problem, method and model from the train config stored in the run's
+checkpoint (``checkpoints/best.pt``, or ``last.pt``), loads the weights, predicts on the
+problem's output grid and writes to ``<run>/eval/`` (Hydra's run directory):
+
+- ``metrics.json``: the generic metrics against the problem's reference (where one
+  exists), the mean |PDE residual| (where the method computes one), the problem's own
+  metrics, the misfit at the problem's observations, per-frame errors and provenance;
+- ``prediction.h5`` (and ``reference.h5``): dataset files of schema v1, one trajectory
+  per trajectory of the prediction, readable with ``pbdl info``;
+- PNG figures chosen from the prediction's shape (:mod:`pbdl_cli.evaluation.plots`) and
+  the loss curves of the run's ``metrics.jsonl``.
+
+Shapes: prediction and reference are [B, T, C, *spatial] on ``problem.times()`` [T] and
+``problem.coords()`` (one [S_k] array per spatial axis, none for time-only problems).
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import logging
+import math
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+import torch
+from omegaconf import DictConfig, OmegaConf
+from rich.table import Table
+from torch import Tensor
 
-from pbdl_cli.config import EvaluateConfig, to_schema
+from pbdl_cli.config import CheckpointChoice, EvaluateConfig, TrainConfig, to_schema
+from pbdl_cli.console import console
+from pbdl_cli.data import TrajectoryWriter
 from pbdl_cli.errors import PbdlError
+from pbdl_cli.evaluation.metrics import per_time, summarize
+from pbdl_cli.methods import METHODS, Method, build_method
+from pbdl_cli.models import MODELS
+from pbdl_cli.plugins import load_plugins
+from pbdl_cli.problems import PROBLEMS, Problem
+from pbdl_cli.problems.base import Observations
 from pbdl_cli.stages import STAGES
 from pbdl_cli.stages.base import Stage
+from pbdl_cli.training.checkpoint import load_checkpoint
+from pbdl_cli.utils.device import resolve_device, resolve_dtype
+from pbdl_cli.utils.files import atomic_write_text
+
+log = logging.getLogger("pbdl.evaluate")
+
+#: per-frame metrics stored in metrics.json (``per_time``)
+PER_TIME = ("rel_l2", "mae")
+
+
+@dataclasses.dataclass
+class EvaluateSettings:
+    """Validated inputs of an evaluation: the run, its checkpoint and rebuilt objects."""
+
+    config: EvaluateConfig
+    run: Path
+    checkpoint: Path
+    state: dict[str, Any]
+    train_cfg: DictConfig
+    train: TrainConfig
+    problem: Problem
+    method: Method
+    device: torch.device
+    dtype: torch.dtype
+
+
+def find_checkpoint(run: Path, choice: CheckpointChoice) -> Path:
+    """``<run>/checkpoints/<choice>.pt``; ``best`` falls back to ``last``."""
+    folder = run / "checkpoints"
+    wanted = folder / f"{choice.value}.pt"
+    if wanted.is_file():
+        return wanted
+    if choice is CheckpointChoice.best and (folder / "last.pt").is_file():
+        log.info("%s has no best.pt; evaluating last.pt", run)
+        return folder / "last.pt"
+    present = sorted(p.name for p in folder.glob("*.pt")) if folder.is_dir() else []
+    if present:
+        raise PbdlError(
+            f"{wanted} does not exist (the run has {', '.join(present)}); "
+            f"choose one with checkpoint=best|last"
+        )
+    raise PbdlError(
+        f"{run} has no checkpoints/best.pt or checkpoints/last.pt; is it a pbdl train run "
+        "directory (outputs/train/<date>/<time>) whose training saved a checkpoint?"
+    )
+
+
+def train_config(state: dict[str, Any], checkpoint: Path) -> DictConfig:
+    """The resolved train config stored in a checkpoint, as a DictConfig."""
+    text = state.get("config")
+    if not isinstance(text, str):
+        raise PbdlError(f"{checkpoint} holds no train config; it was not written by pbdl train")
+    try:
+        cfg = OmegaConf.create(text)
+    except Exception as error:
+        raise PbdlError(f"{checkpoint}: its stored config is not valid YAML ({error})") from None
+    if not isinstance(cfg, DictConfig):
+        raise PbdlError(f"{checkpoint}: its stored config is not a mapping")
+    return cfg
 
 
 @STAGES.register("evaluate")
 class Evaluate(Stage):
-    """Evaluate a trained run on its test split (not implemented yet)."""
+    """Score a trained run: metrics, prediction file and plots in <run>/eval."""
 
     config_name = "evaluate"
-    implemented = False
 
-    def validate(self, cfg: DictConfig) -> Path:
+    def validate(self, cfg: DictConfig) -> EvaluateSettings:
         config: EvaluateConfig = to_schema(cfg, EvaluateConfig, path="")
         run = Path(config.run)
-        if not run.is_dir():
+        if not run.exists():
             raise PbdlError(f"run directory {run} does not exist")
-        return run
+        if not run.is_dir():
+            raise PbdlError(f"run={run} is not a directory; pass a pbdl train run directory")
+        checkpoint = find_checkpoint(run, config.checkpoint)
+        state = load_checkpoint(checkpoint, map_location="cpu")
+        train_cfg = train_config(state, checkpoint)
+        load_plugins(list(train_cfg.get("plugins", None) or []))
+        names = state.get("plugins") or {}
+        registries = {"problem": PROBLEMS, "model": MODELS, "method": METHODS}
+        for kind, registry in registries.items():
+            name = names.get(kind)
+            if name is not None and name not in registry:
+                raise PbdlError(
+                    f"this run used {kind} '{name}', which is not registered here; import "
+                    f"the module that defines it with plugins=[module]"
+                )
+        device = resolve_device(config.device)
+        try:
+            train: TrainConfig = to_schema(train_cfg, TrainConfig, path="")
+            dtype = resolve_dtype(train.dtype.value)
+            problem = PROBLEMS.build(train_cfg.problem)
+            MODELS.config(train_cfg.model)
+            method = build_method(train_cfg, problem=problem, device=device, dtype=dtype)
+        except PbdlError as error:
+            raise PbdlError(f"cannot rebuild the run from {checkpoint}: {error}") from None
+        return EvaluateSettings(
+            config=config,
+            run=run,
+            checkpoint=checkpoint,
+            state=state,
+            train_cfg=train_cfg,
+            train=train,
+            problem=problem,
+            method=method,
+            device=device,
+            dtype=dtype,
+        )
 
-    def run(self, settings: Any, cfg: DictConfig, run_dir: Path) -> Any:
-        raise PbdlError("pbdl evaluate is not implemented yet", exit_code=1)
+    def run(self, settings: EvaluateSettings, cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+        # Hydra's run_dir is <run>/eval too, except in a sweep (-m run=A,B)
+        return evaluate(settings, settings.run / "eval")
+
+
+# -- the evaluation ------------------------------------------------------------------------
+def evaluate(s: EvaluateSettings, out_dir: Path) -> dict[str, Any]:
+    """Predict with the checkpoint's model and write every artefact to ``out_dir``.
+
+    Returns:
+        The contents of ``metrics.json``.
+    """
+    threads = s.config.threads if s.config.threads is not None else s.train.threads
+    if threads is not None:
+        torch.set_num_threads(threads)
+    problem, method = s.problem, s.method
+    model = method.build_model(s.train_cfg.model)
+    try:
+        model.load_state_dict(s.state["model"])
+    except (RuntimeError, KeyError, TypeError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise PbdlError(
+            f"the weights in {s.checkpoint} do not fit the model built from its config: {first}"
+        ) from None
+    model.eval()
+    step = int(s.state.get("step", 0))
+    log.info(
+        "evaluating %s (step %d) of %s with %s on %s",
+        s.checkpoint,
+        step,
+        s.train_cfg.model.name,
+        s.train_cfg.method.name,
+        problem.name,
+    )
+
+    times = problem.times().double()
+    coords = {k: v.double() for k, v in problem.coords().items()}
+    prediction = _as_prediction(method.predict(model), problem, times, coords, "prediction")
+    reference = problem.reference(times, method.params)
+    if reference is not None:
+        reference = _as_prediction(reference, problem, times, coords, "reference")
+        if reference.shape != prediction.shape:
+            raise PbdlError(
+                f"reference {list(reference.shape)} and prediction {list(prediction.shape)} "
+                "differ in shape",
+                exit_code=1,
+            )
+    observations = problem.observations(method.params)
+
+    result = _metrics(s, model, prediction, reference, observations, times, step)
+    files = {"metrics": "metrics.json", "prediction": "prediction.h5"}
+    write_trajectories(
+        out_dir / "prediction.h5", prediction, s, times, coords, kind="prediction", step=step
+    )
+    if reference is not None:
+        write_trajectories(
+            out_dir / "reference.h5", reference, s, times, coords, kind="reference", step=step
+        )
+        files["reference"] = "reference.h5"
+    if s.config.plots:
+        figures = _plots(s, out_dir, prediction, reference, times, coords, observations)
+        files["figures"] = [p.name for p in figures]  # type: ignore[assignment]
+    result["files"] = files
+    atomic_write_text(out_dir / "metrics.json", json.dumps(result, indent=2) + "\n")
+    _print_summary(result, out_dir)
+    return result
+
+
+def _as_prediction(
+    values: Tensor, problem: Problem, times: Tensor, coords: dict[str, Tensor], what: str
+) -> Tensor:
+    """``values`` as float64 on the CPU, after checking it is [B, T, C, *spatial]."""
+    values = values.detach().to("cpu", torch.float64)
+    expected = [len(times), problem.num_channels, *(len(v) for v in coords.values())]
+    if values.ndim != len(expected) + 1 or list(values.shape[1:]) != expected:
+        raise PbdlError(
+            f"the {what} has shape {list(values.shape)}, expected [B, "
+            + ", ".join(map(str, expected))
+            + "] (B, T, C, *spatial on the problem's output grid)",
+            exit_code=1,
+        )
+    return values
+
+
+def _finite(value: float) -> float | None:
+    """JSON has no NaN or infinity: those are stored as null."""
+    return value if math.isfinite(value) else None
+
+
+def _metrics(
+    s: EvaluateSettings,
+    model: torch.nn.Module,
+    prediction: Tensor,
+    reference: Tensor | None,
+    observations: Observations | None,
+    times: Tensor,
+    step: int,
+) -> dict[str, Any]:
+    """The contents of metrics.json (without ``files``)."""
+    problem, method = s.problem, s.method
+    metrics: dict[str, float] = {}
+    curves: dict[str, list[float]] | None = None
+    if reference is not None:
+        metrics |= summarize(prediction, reference)
+        curves = {"t": times.tolist(), **per_time(prediction, reference, PER_TIME)}
+    residual = method.residual(model)
+    if residual is not None:
+        metrics["residual"] = float(residual)
+    for key, value in problem.metrics(prediction, method.params).items():
+        metrics[key if key not in metrics else f"{problem.name}/{key}"] = float(value)
+    misfit = observation_mse(prediction, observations)
+    if misfit is not None:
+        metrics["observation_mse"] = misfit
+    return {
+        "run": str(s.run),
+        "checkpoint": str(s.checkpoint),
+        "step": step,
+        "problem": problem.name,
+        "method": str(s.train_cfg.method.name),
+        "model": str(s.train_cfg.model.name),
+        "fields": list(problem.fields),
+        "shape": list(prediction.shape),
+        "params": {k: v.double().tolist() for k, v in method.params.items()},
+        "has_reference": reference is not None,
+        "metrics": {k: _finite(v) for k, v in metrics.items()},
+        "per_time": (
+            None
+            if curves is None
+            else {k: [_finite(float(v)) for v in values] for k, values in curves.items()}
+        ),
+    }
+
+
+def observation_mse(prediction: Tensor, observations: Observations | None) -> float | None:
+    """Mean squared misfit of the first trajectory at observations that lie on the output
+    grid (``frame`` and flat ``cell`` indices given), else None.
+
+    Args:
+        prediction: [B, T, C, *spatial].
+        observations: :class:`~pbdl_cli.problems.base.Observations` or None.
+    """
+    if observations is None or observations.frame is None or observations.cell is None:
+        return None
+    if len(observations) == 0:
+        return None
+    t, c = prediction.shape[1:3]
+    flat = prediction[0].reshape(t, c, -1)  # [T, C, cells]
+    values = flat[observations.frame.long(), :, observations.cell.long()]  # [N, C]
+    return float((values - observations.u.double().cpu()).square().mean())
+
+
+def write_trajectories(
+    path: Path,
+    values: Tensor,
+    s: EvaluateSettings,
+    times: Tensor,
+    coords: dict[str, Tensor],
+    *,
+    kind: str,
+    step: int,
+) -> Path:
+    """Write ``values`` [B, T, C, *spatial] as a schema-v1 dataset file (one field per
+    channel, ``/fields/<channel>`` [B, T, 1, *spatial]); ``split`` is ``kind``."""
+    b = values.shape[0]
+    params = {
+        k: v.detach().cpu().double()
+        for k, v in s.method.params.items()
+        if v.ndim >= 1 and v.shape[0] == b
+    }
+    # the solver is provenance only where the method trains through one
+    solver = (s.train_cfg.get("solver") or {}) if getattr(s.method, "needs_solver", False) else {}
+    attrs = {
+        "problem": s.problem.name,
+        "solver": str(solver.get("name", "none")),
+        "dt": float(times[1] - times[0]) if len(times) > 1 else 0.0,
+        "split": kind,
+        "config": OmegaConf.to_yaml(s.train_cfg, resolve=True),
+        "method": str(s.train_cfg.method.name),
+        "model": str(s.train_cfg.model.name),
+        "run": str(s.run),
+        "checkpoint": s.checkpoint.name,
+        "step": step,
+    }
+    channels = values.split(1, dim=2)  # [B, T, 1, *spatial] each
+    with TrajectoryWriter(
+        path,
+        num_trajectories=b,
+        num_times=len(times),
+        fields={name: (1, *values.shape[3:]) for name in s.problem.fields},
+        params={k: tuple(v.shape[1:]) for k, v in params.items()},
+        coords={"t": times, **coords},
+        attrs=attrs,
+    ) as writer:
+        writer.write(dict(zip(s.problem.fields, channels, strict=True)), params)
+    return path
+
+
+def _plots(
+    s: EvaluateSettings,
+    out_dir: Path,
+    prediction: Tensor,
+    reference: Tensor | None,
+    times: Tensor,
+    coords: dict[str, Tensor],
+    observations: Observations | None,
+) -> list[Path]:
+    """Figures of the first trajectory and the loss curves; returns the files written."""
+    from pbdl_cli.evaluation.plots import plot_losses, plot_prediction
+
+    obs = None
+    if observations is not None and len(observations):
+        obs = {
+            "t": observations.t.detach().double().cpu().reshape(-1).numpy(),
+            "x": observations.x.detach().double().cpu().reshape(len(observations), -1).numpy(),
+            "u": observations.u.detach().double().cpu().reshape(len(observations), -1).numpy(),
+        }
+    figures = plot_prediction(
+        out_dir,
+        prediction[0].numpy(),
+        None if reference is None else reference[0].numpy(),
+        times.numpy(),
+        {k: v.numpy() for k, v in coords.items()},
+        fields=list(s.problem.fields),
+        observations=obs,
+    )
+    records = read_records(s.run / "metrics.jsonl")
+    losses = plot_losses(out_dir / "loss.png", records)
+    if losses is not None:
+        figures.append(losses)
+    return figures
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The JSON records of a run's ``metrics.jsonl`` (unreadable lines are skipped)."""
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # e.g. a line cut by a crash
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+def _print_summary(result: dict[str, Any], out_dir: Path) -> None:
+    table = Table(header_style="bold")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in result["metrics"].items():
+        table.add_row(key, "n/a" if value is None else f"{value:.4e}")
+    if not result["metrics"]:
+        table.add_row("(none)", "no reference, residual or problem metrics")
+    console.print(
+        f"{result['method']} / {result['model']} on {result['problem']}, "
+        f"{Path(result['checkpoint']).name} (step {result['step']}), "
+        f"prediction {result['shape']}",
+        soft_wrap=True,
+    )
+    console.print(table)
+    console.print(f"evaluation written to {out_dir}", soft_wrap=True)

@@ -22,7 +22,7 @@ from rich.table import Table
 from pbdl_cli.config import TrainConfig, to_schema
 from pbdl_cli.console import console
 from pbdl_cli.evaluation.metrics import evaluate_all
-from pbdl_cli.methods import METHODS, Method
+from pbdl_cli.methods import Method, build_method
 from pbdl_cli.models import MODELS
 from pbdl_cli.problems import PROBLEMS, Problem
 from pbdl_cli.stages import STAGES
@@ -57,7 +57,7 @@ class Train(Stage):
         config: TrainConfig = to_schema(cfg, TrainConfig, path="")
         device, dtype = resolve_device(config.device), resolve_dtype(config.dtype.value)
         # building the method checks that it fits the problem, before any run starts
-        method = METHODS.build(cfg.method, problem=problem, device=device, dtype=dtype)
+        method = build_method(cfg, problem=problem, device=device, dtype=dtype)
         return TrainSettings(
             config=config,
             problem=problem,
@@ -106,9 +106,14 @@ class Train(Stage):
         }
         prediction = method.predict(model)
         reference = s.problem.reference(s.problem.times(), method.params)
+        test: dict[str, float] = {}
         if reference is not None:
             values = evaluate_all(prediction.flatten(0, 1)[None], reference.flatten(0, 1)[None])
-            summary["test"] = {k: float(v) for k, v in values.items()}
+            test |= {k: float(v) for k, v in values.items()}
+        # problem-specific scores (e.g. the parabola's distance to the nearest branch)
+        test |= {k: float(v) for k, v in s.problem.metrics(prediction, method.params).items()}
+        if test:
+            summary["test"] = test
         atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
         _print_summary(summary, run_dir, s)
         return summary
@@ -137,8 +142,11 @@ def _print_summary(summary: dict[str, Any], run_dir: Path, s: TrainSettings) -> 
     for key, value in summary.get("test", {}).items():
         table.add_row(f"test/{key}", f"{value:.3e}")
     console.print(table)
-    if "test" in summary:
-        grid = f"{len(s.problem.times())} x {s.problem.grid.shape[0]} space-time grid"
+    if "rel_l2" in summary.get("test", {}):
+        sizes = [len(s.problem.times()), *s.problem.grid.shape]
+        if s.problem.is_static:
+            sizes = sizes[1:]
+        grid = " x ".join(map(str, sizes)) + " grid"
         console.print(
             f"relative L2 error against the exact solution: "
             f"[bold]{summary['test']['rel_l2']:.3e}[/bold] ({grid})"

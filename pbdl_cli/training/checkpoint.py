@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from pbdl_cli.errors import PbdlError
+from pbdl_cli.utils.files import default_mode
 
 
 def rng_state() -> dict[str, Any]:
@@ -45,6 +46,7 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    os.chmod(tmp, default_mode())
     try:
         torch.save(payload, tmp)
         os.replace(tmp, path)

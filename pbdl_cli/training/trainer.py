@@ -70,6 +70,8 @@ class TrainerConfig:
         log_every, eval_every, checkpoint_every: in steps (0 disables eval/checkpoints
             until the end).
         seed: seeds torch, numpy and python's random at the start.
+        tensorboard: also write TensorBoard event files to ``<run dir>/tensorboard``
+            (``null``: when the ``tensorboard`` package is installed).
     """
 
     max_steps: int = 1000
@@ -90,6 +92,7 @@ class TrainerConfig:
     eval_every: int = 500
     checkpoint_every: int = 500
     seed: int = 0
+    tensorboard: bool | None = None
 
     def __post_init__(self) -> None:
         if self.max_steps < 0 or self.lbfgs_steps < 0 or self.max_steps + self.lbfgs_steps < 1:
@@ -199,7 +202,10 @@ def fit(
     # 3. the loop
     start, terms = time.perf_counter(), {}
     bar = tqdm(total=total, initial=step, desc="train", unit="step", disable=None, leave=False)
-    with _deferred_interrupts() as interrupted, metrics_path.open("a") as log:
+    with (
+        _deferred_interrupts() as interrupted,
+        _MetricsLog(metrics_path, _tensorboard_dir(config, run_dir), step) as log,
+    ):
         while step < total:
             if step == phase.last_step:  # switch to the L-BFGS phase
                 phase = _make_phase(config, model, lbfgs=True)
@@ -219,8 +225,7 @@ def fit(
                 record = {"step": step, "phase": phase.name, "lr": lr}
                 record |= {f"train/{k}": v for k, v in terms.items()}
                 record["time"] = time.perf_counter() - start
-                log.write(json.dumps(record) + "\n")
-                log.flush()
+                log.write(record)
                 bar.set_postfix({k: f"{v:.3g}" for k, v in terms.items()}, refresh=False)
             if (config.eval_every and step % config.eval_every == 0) or step == total:
                 value = _validate(
@@ -324,7 +329,7 @@ def _scheduler(
 
 
 def _validate(
-    method: Method, model: nn.Module, step: int, log: Any, key: str | None, elapsed: float
+    method: Method, model: nn.Module, step: int, log: _MetricsLog, key: str | None, elapsed: float
 ) -> float | None:
     validate: Callable[[nn.Module], dict[str, float]] | None = getattr(method, "validate", None)
     if validate is None:
@@ -334,9 +339,54 @@ def _validate(
     values = validate(model)
     model.train(was_training)
     record = {"step": step} | {f"val/{k}": v for k, v in values.items()} | {"time": elapsed}
-    log.write(json.dumps(record) + "\n")
-    log.flush()
+    log.write(record)
     return values.get(key) if key else None
+
+
+class _MetricsLog:
+    """``metrics.jsonl`` (one JSON object per record) and, optionally, TensorBoard scalars
+    (every numeric entry of a record, against its ``step``)."""
+
+    def __init__(self, path: Path, tensorboard: Path | None, step: int) -> None:
+        self.file = path.open("a")
+        self.writer = None
+        if tensorboard is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            # a resumed run drops events logged after its checkpoint (as metrics.jsonl)
+            self.writer = SummaryWriter(str(tensorboard), purge_step=step + 1 if step else None)
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        if self.writer is not None:
+            for key, value in record.items():
+                if key not in ("step", "time") and isinstance(value, int | float):
+                    self.writer.add_scalar(key, value, record["step"])
+            self.writer.flush()
+
+    def __enter__(self) -> _MetricsLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.file.close()
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _tensorboard_dir(config: TrainerConfig, run_dir: Path) -> Path | None:
+    if config.tensorboard is False:
+        return None
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        if config.tensorboard:
+            raise PbdlError(
+                "trainer.tensorboard=true needs the tensorboard package: "
+                "pip install 'pbdl[tensorboard]' (or set trainer.tensorboard=false)"
+            ) from None
+        return None
+    return run_dir / "tensorboard"
 
 
 def _seed_everything(seed: int) -> None:

@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
 
+@functools.cache
+def default_mode() -> int:
+    """The permissions a plain ``open(path, "w")`` would give: 0o666 minus the umask
+    (``mkstemp`` creates its files 0o600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file in the same directory."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.chmod(tmp, default_mode())
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(text)

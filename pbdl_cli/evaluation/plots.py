@@ -1,0 +1,399 @@
+"""Figures of ``pbdl evaluate``: prediction against reference, errors, loss curves.
+
+Every function takes numpy arrays (one trajectory), draws one figure with matplotlib's
+object API (:class:`~matplotlib.figure.Figure`, never pyplot: no global state, no display,
+nothing left open) and writes a PNG atomically (temporary file, then rename).
+
+Conventions: the reference is drawn solid, the prediction dashed in the same colour;
+observations are points. Shapes are named per function; ``T`` frames, ``C`` channels,
+``X`` (``Y``) cells along a spatial axis, ``N`` observations.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+
+from pbdl_cli.utils.files import default_mode
+
+DPI = 120
+#: colour of the reference in line plots
+REF_COLOUR = "black"
+
+
+def save_figure(fig: Figure, path: Path) -> Path:
+    """Write ``fig`` as a PNG to ``path`` through a temporary file; returns ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    os.chmod(tmp, default_mode())
+    try:
+        fig.savefig(tmp, format="png", dpi=DPI)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    finally:
+        fig.clear()
+    return path
+
+
+def _frames(count: int, wanted: int) -> list[int]:
+    """Up to ``wanted`` frame indices spread evenly over ``count`` frames (ends included)."""
+    return sorted({round(float(i)) for i in np.linspace(0, count - 1, min(wanted, count))})
+
+
+# -- 1D space-time -------------------------------------------------------------------------
+def plot_space_time(
+    path: Path,
+    prediction: np.ndarray,
+    reference: np.ndarray | None,
+    t: np.ndarray,
+    x: np.ndarray,
+    *,
+    field: str = "u",
+    points: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Path:
+    """Space-time images: prediction, reference and |error| side by side.
+
+    Args:
+        prediction, reference: [T, X] (reference may be None: prediction only).
+        t: [T] times; x: [X] cell centres.
+        points: optional observation positions ``(x [N], t [N])``, marked on the prediction.
+    """
+    panels = 1 if reference is None else 3
+    fig = Figure(figsize=(4.2 * panels + 0.6, 3.6), layout="constrained")
+    axes = fig.subplots(1, panels, squeeze=False, sharey=True)[0]
+    both = [prediction] if reference is None else [prediction, reference]
+    vmin = float(min(np.nanmin(a) for a in both))
+    vmax = float(max(np.nanmax(a) for a in both))
+    images = [(f"prediction {field}(x, t)", prediction)]
+    if reference is not None:
+        images.append((f"reference {field}(x, t)", reference))
+    for ax, (title, data) in zip(axes, images, strict=False):
+        mesh = ax.pcolormesh(x, t, data, shading="nearest", cmap="RdBu_r", vmin=vmin, vmax=vmax)
+        ax.set_title(title)
+        ax.set_xlabel("x")
+    fig.colorbar(mesh, ax=list(axes[: len(images)]), shrink=0.9, label=field)
+    if points is not None and len(points[0]):
+        axes[0].scatter(points[0], points[1], s=6, c="black", marker="x", linewidths=0.6)
+    if reference is not None:
+        error = np.abs(prediction - reference)
+        mesh = axes[2].pcolormesh(x, t, error, shading="nearest", cmap="magma")
+        axes[2].set_title(f"|error|  (max {np.nanmax(error):.2e})")
+        axes[2].set_xlabel("x")
+        fig.colorbar(mesh, ax=axes[2], shrink=0.9)
+    axes[0].set_ylabel("t")
+    return save_figure(fig, path)
+
+
+def plot_slices(
+    path: Path,
+    prediction: np.ndarray,
+    reference: np.ndarray | None,
+    t: np.ndarray,
+    x: np.ndarray,
+    *,
+    field: str = "u",
+    count: int = 5,
+) -> Path:
+    """``field(x)`` at ``count`` times spread over the run: reference solid, prediction dashed.
+
+    Args:
+        prediction, reference: [T, X] (reference may be None).
+        t: [T] times; x: [X] cell centres.
+    """
+    fig = Figure(figsize=(6.4, 4.0), layout="constrained")
+    ax = fig.subplots()
+    frames = _frames(len(t), count)
+    colours = [colormaps["viridis"](v) for v in np.linspace(0.0, 0.9, len(frames))]
+    for k, colour in zip(frames, colours, strict=True):
+        label = f"t = {t[k]:.3g}"
+        if reference is not None:
+            ax.plot(x, reference[k], color=colour, lw=1.5, label=label)
+            ax.plot(x, prediction[k], color=colour, lw=1.5, ls="--")
+        else:
+            ax.plot(x, prediction[k], color=colour, lw=1.5, ls="--", label=label)
+    ax.set_xlabel("x")
+    ax.set_ylabel(field)
+    style = "reference solid, prediction dashed" if reference is not None else "prediction"
+    ax.set_title(f"{field}(x) at {len(frames)} times ({style})")
+    ax.legend(fontsize="small")
+    ax.grid(alpha=0.3)
+    return save_figure(fig, path)
+
+
+# -- time only, static ---------------------------------------------------------------------
+def _curves(
+    path: Path,
+    axis: np.ndarray,
+    prediction: np.ndarray,
+    reference: np.ndarray | None,
+    fields: Sequence[str],
+    points: tuple[np.ndarray, np.ndarray] | None,
+    *,
+    xlabel: str,
+    point_style: Mapping[str, Any],
+) -> Path:
+    """One panel per channel: prediction [L, C] (and reference [L, C]) against ``axis`` [L],
+    plus optional points ``(position [N], values [N, C])``."""
+    channels = prediction.shape[1]
+    fig = Figure(figsize=(6.4, 2.2 + 1.8 * channels), layout="constrained")
+    axes = fig.subplots(channels, 1, squeeze=False, sharex=True)[:, 0]
+    for c, ax in enumerate(axes):
+        name = fields[c] if c < len(fields) else f"channel {c}"
+        if points is not None and len(points[0]):
+            ax.scatter(points[0], points[1][:, c], label="observations", **point_style)
+        if reference is not None:
+            ax.plot(axis, reference[:, c], color=REF_COLOUR, lw=1.5, label="reference")
+        ax.plot(axis, prediction[:, c], color="tab:red", lw=1.5, ls="--", label="prediction")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    axes[-1].set_xlabel(xlabel)
+    return save_figure(fig, path)
+
+
+def plot_time_series(
+    path: Path,
+    prediction: np.ndarray,
+    reference: np.ndarray | None,
+    t: np.ndarray,
+    *,
+    fields: Sequence[str] = ("u",),
+    points: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Path:
+    """Curves ``u_c(t)`` of a problem without space.
+
+    Args:
+        prediction, reference: [T, C] (reference may be None).
+        t: [T] times.
+        points: optional observations ``(t [N], u [N, C])``.
+    """
+    style = {"s": 18, "color": "tab:blue", "zorder": 3}
+    return _curves(path, t, prediction, reference, fields, points, xlabel="t", point_style=style)
+
+
+def plot_profile(
+    path: Path,
+    prediction: np.ndarray,
+    reference: np.ndarray | None,
+    x: np.ndarray,
+    *,
+    fields: Sequence[str] = ("y",),
+    points: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Path:
+    """Curves ``y_c(x)`` of a static problem (one frame), observations as a light scatter.
+
+    Args:
+        prediction, reference: [X, C] (reference may be None).
+        x: [X] cell centres.
+        points: optional observations ``(x [N], y [N, C])``.
+    """
+    dense = points is not None and len(points[0]) > 1000  # thousands of samples: fainter
+    style = {"s": 3 if dense else 8, "color": "tab:blue", "alpha": 0.12 if dense else 0.3}
+    style["linewidths"] = 0
+    return _curves(path, x, prediction, reference, fields, points, xlabel="x", point_style=style)
+
+
+# -- 2D frames -----------------------------------------------------------------------------
+def plot_frame_2d(
+    path: Path,
+    prediction: np.ndarray,
+    reference: np.ndarray | None,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    field: str = "u",
+    title: str = "",
+) -> Path:
+    """Images of one frame of a 2D field: prediction, reference and |error|.
+
+    Args:
+        prediction, reference: [X, Y] (reference may be None).
+        x: [X], y: [Y] cell centres.
+    """
+    panels = 1 if reference is None else 3
+    fig = Figure(figsize=(4.0 * panels + 0.6, 3.6), layout="constrained")
+    axes = fig.subplots(1, panels, squeeze=False, sharey=True)[0]
+    both = [prediction] if reference is None else [prediction, reference]
+    vmin = float(min(np.nanmin(a) for a in both))
+    vmax = float(max(np.nanmax(a) for a in both))
+    names = ("prediction", "reference")
+    for ax, name, data in zip(axes, names, both, strict=False):
+        mesh = ax.pcolormesh(x, y, data.T, shading="nearest", cmap="RdBu_r", vmin=vmin, vmax=vmax)
+        ax.set_title(f"{name} {field} {title}".strip())
+        ax.set_aspect("equal")
+    fig.colorbar(mesh, ax=list(axes[: len(both)]), shrink=0.9)
+    if reference is not None:
+        error = np.abs(prediction - reference)
+        mesh = axes[2].pcolormesh(x, y, error.T, shading="nearest", cmap="magma")
+        axes[2].set_title("|error|")
+        axes[2].set_aspect("equal")
+        fig.colorbar(mesh, ax=axes[2], shrink=0.9)
+    for ax in axes:
+        ax.set_xlabel("x")
+    axes[0].set_ylabel("y")
+    return save_figure(fig, path)
+
+
+# -- training curves -----------------------------------------------------------------------
+def plot_losses(path: Path, records: Sequence[Mapping[str, Any]]) -> Path | None:
+    """Training terms (``train/<term>``) and validation metrics (``val/<name>``) against the
+    step, from the records of a run's ``metrics.jsonl``; log scale where all values are
+    positive, a dotted line where the optimizer phase changes. None if nothing to plot."""
+    series: dict[str, dict[str, tuple[list[float], list[float]]]] = {"train": {}, "val": {}}
+    switches: list[int] = []
+    phase = None
+    for record in records:
+        step = record.get("step")
+        if not isinstance(step, (int, float)):
+            continue
+        if "phase" in record:
+            if phase is not None and record["phase"] != phase:
+                switches.append(int(step))
+            phase = record["phase"]
+        for key, value in record.items():
+            group, _, name = key.partition("/")
+            if group in series and name and isinstance(value, (int, float)):
+                steps, values = series[group].setdefault(name, ([], []))
+                steps.append(float(step))
+                values.append(float(value))
+    groups = [g for g in ("train", "val") if series[g]]
+    if not groups:
+        return None
+    fig = Figure(figsize=(6.0 * len(groups), 4.0), layout="constrained")
+    axes = fig.subplots(1, len(groups), squeeze=False)[0]
+    titles = {"train": "training loss terms", "val": "validation"}
+    for ax, group in zip(axes, groups, strict=True):
+        positive = True
+        # the total loss last, thick and black, so that a single term cannot hide it
+        for name, (steps, values) in sorted(series[group].items(), key=lambda e: e[0] == "loss"):
+            marker = "o" if len(steps) < 30 else None
+            total = group == "train" and name == "loss"
+            ax.plot(
+                steps,
+                values,
+                marker=marker,
+                ms=3,
+                lw=2.0 if total else 1.2,
+                color=REF_COLOUR if total else None,
+                zorder=3 if total else 2,
+                label=name,
+            )
+            positive &= bool(np.all(np.asarray(values) > 0))
+        if positive:
+            ax.set_yscale("log")
+        for step in switches:
+            ax.axvline(step, color="grey", ls=":", lw=1)
+        ax.set_xlabel("step")
+        ax.set_title(titles[group])
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize="small")
+    return save_figure(fig, path)
+
+
+# -- choosing the figures from the shapes ----------------------------------------------------
+def plot_prediction(
+    out_dir: Path,
+    prediction: np.ndarray,
+    reference: np.ndarray | None,
+    times: np.ndarray,
+    coords: Mapping[str, np.ndarray],
+    *,
+    fields: Sequence[str],
+    observations: Mapping[str, np.ndarray] | None = None,
+) -> list[Path]:
+    """The figures that fit the shape of one trajectory; returns the files written.
+
+    ===========================  ===============================================
+    prediction                   figures
+    ===========================  ===============================================
+    [T, C], T > 1 (time only)    ``time_series.png``: u_c(t) with observations
+    [1, C, X] (static, 1D)       ``profile.png``: y_c(x) with observations
+    [T, C, X], T > 1             ``space_time_<field>.png``, ``slices_<field>.png``
+    [T, C, X, Y]                 ``frame_<field>.png`` (last frame)
+    ===========================  ===============================================
+
+    Args:
+        prediction, reference: [T, C, *spatial] (reference may be None).
+        times: [T]; coords: spatial axis name -> [S_k] cell centres, in axis order.
+        fields: channel names ([C]).
+        observations: optional ``{"t": [N], "x": [N, D], "u": [N, C]}``.
+    """
+    spatial = prediction.ndim - 2
+    axes = list(coords.values())
+    written: list[Path] = []
+    obs = observations
+    if spatial == 0 and len(times) > 1:
+        points = (obs["t"], obs["u"]) if obs is not None else None
+        written.append(
+            plot_time_series(
+                out_dir / "time_series.png",
+                prediction,
+                reference,
+                times,
+                fields=fields,
+                points=points,
+            )
+        )
+    elif spatial == 1 and len(times) == 1:
+        points = (obs["x"][:, 0], obs["u"]) if obs is not None else None
+        written.append(
+            plot_profile(
+                out_dir / "profile.png",
+                prediction[0].T,
+                None if reference is None else reference[0].T,
+                axes[0],
+                fields=fields,
+                points=points,
+            )
+        )
+    elif spatial == 1:
+        points = (obs["x"][:, 0], obs["t"]) if obs is not None else None
+        for c, field in enumerate(fields):
+            ref = None if reference is None else reference[:, c]
+            written.append(
+                plot_space_time(
+                    out_dir / f"space_time_{field}.png",
+                    prediction[:, c],
+                    ref,
+                    times,
+                    axes[0],
+                    field=field,
+                    points=points,
+                )
+            )
+            written.append(
+                plot_slices(
+                    out_dir / f"slices_{field}.png",
+                    prediction[:, c],
+                    ref,
+                    times,
+                    axes[0],
+                    field=field,
+                )
+            )
+    elif spatial == 2:
+        for c, field in enumerate(fields):
+            written.append(
+                plot_frame_2d(
+                    out_dir / f"frame_{field}.png",
+                    prediction[-1, c],
+                    None if reference is None else reference[-1, c],
+                    axes[0],
+                    axes[1],
+                    field=field,
+                    title=f"t = {times[-1]:.3g}",
+                )
+            )
+    return written

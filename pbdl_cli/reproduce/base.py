@@ -1,0 +1,368 @@
+"""Reproductions: published results, one command away, with the book's numbers beside ours.
+
+A :class:`Reproduction` is a list of :class:`Variant` s (``pbdl train`` override lists,
+usually one experiment preset each, plus a smaller ``quick`` setting for CI) and a list
+of :class:`Check` s that compare one metric of one variant with a published value, a
+bound, or another variant. :func:`run_reproduction` trains and evaluates every variant
+in its own run directory under ``out`` (as subprocesses of the ``pbdl`` command, so each
+one is an ordinary, resumable run), then writes
+
+    out/results.json   variant -> metrics (evaluation, training summary), and the checks
+    out/report.md      the table of checks, notes, and the plots of every variant
+
+and prints the table. Finished variants found in ``out`` with the same overrides are
+reused; interrupted ones are resumed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from pbdl_cli.console import console
+from pbdl_cli.errors import PbdlError
+from pbdl_cli.utils.files import atomic_write_text
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One training run of a reproduction.
+
+    Attributes:
+        name: short name, also the run directory's name.
+        overrides: ``pbdl train`` overrides (e.g. ``["experiment=burgers_inverse_pinn"]``).
+        quick: extra overrides for ``--quick`` (CI scale).
+        label: a human-readable description for the report.
+    """
+
+    name: str
+    overrides: tuple[str, ...]
+    quick: tuple[str, ...] = ()
+    label: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """One published (or expected) number and how ours is judged.
+
+    ``metric`` names where the value comes from:
+        ``eval.<key>``: ``eval/metrics.json`` of the variant (e.g. ``eval.mae``);
+        ``summary.<key>``: ``summary.json`` of the training run (e.g. ``summary.seconds``);
+        ``history.<key>@<i>``: the (i+1)-th record of ``metrics.jsonl`` that has ``key``,
+        ``@-1`` for the last (e.g. ``history.train/obs@0``, ``history.val/data_mse@-1``).
+
+    ``scale`` multiplies our value before it is judged (e.g. to match a published
+    quantity's normalization).
+
+    Exactly one criterion may be set (none: reported only): ``factor`` (ours within
+    [published / factor, published * factor]), ``at_most`` (ours <= bound), ``at_least``
+    or ``below`` (ours < the value of another ``(variant, metric)``).
+    """
+
+    label: str
+    variant: str
+    metric: str
+    published: float | None = None
+    factor: float | None = None
+    at_most: float | None = None
+    at_least: float | None = None
+    below: tuple[str, str] | None = None
+    scale: float = 1.0
+    #: judged in ``--quick`` mode too (qualitative checks that hold at CI scale)
+    quick: bool = False
+
+    def target(self) -> str:
+        if self.factor is not None:
+            return f"within {self.factor:g}x of published"
+        if self.at_most is not None:
+            return f"<= {self.at_most:.3g}"
+        if self.at_least is not None:
+            return f">= {self.at_least:.3g}"
+        if self.below is not None:
+            return f"< {self.below[0]} {_short(self.below[1])}"
+        return "(reported)"
+
+    def judge(self, value: float, other: float | None) -> bool | None:
+        """True/False for pass/fail, None when the check only reports."""
+        if not math.isfinite(value):
+            return False
+        if self.factor is not None and self.published is not None:
+            return self.published / self.factor <= value <= self.published * self.factor
+        if self.at_most is not None:
+            return value <= self.at_most
+        if self.at_least is not None:
+            return value >= self.at_least
+        if self.below is not None:
+            return other is not None and value < other
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Reproduction:
+    """A published result: variants to run and checks to judge (see module docstring)."""
+
+    name: str
+    title: str
+    source: str
+    variants: tuple[Variant, ...]
+    checks: tuple[Check, ...]
+    notes: str = ""
+    #: optional extra figures: ``figures(out, results) -> [paths]`` (after all variants)
+    figures: Callable[[Path, dict[str, Any]], list[Path]] | None = None
+
+
+@dataclasses.dataclass
+class CheckResult:
+    check: Check
+    value: float | None
+    other: float | None
+    verdict: bool | None  # None: reported only, or not judged in quick mode
+
+
+def _short(metric: str) -> str:
+    return metric.split(".", 1)[-1]
+
+
+# -- running --------------------------------------------------------------------------------
+def run_reproduction(
+    repro: Reproduction, *, quick: bool, out: Path, force: bool = False
+) -> list[CheckResult]:
+    """Run (or reuse) every variant, judge the checks, write the report; see module doc."""
+    out.mkdir(parents=True, exist_ok=True)
+    console.print(
+        f"[bold]{repro.title}[/bold] ({repro.source})"
+        + (" [yellow]--quick: reduced CI-scale settings[/yellow]" if quick else ""),
+        soft_wrap=True,
+    )
+    console.print(f"output directory: {out}", soft_wrap=True)
+    results: dict[str, Any] = {}
+    for i, variant in enumerate(repro.variants, 1):
+        overrides = [*variant.overrides, *(variant.quick if quick else ())]
+        results[variant.name] = _run_variant(
+            variant, overrides, out / variant.name, f"[{i}/{len(repro.variants)}]", force
+        )
+    checks = [_judge(c, results, quick) for c in repro.checks]
+    figures = repro.figures(out, results) if repro.figures is not None else []
+    payload = {
+        "reproduction": repro.name,
+        "quick": quick,
+        "variants": results,
+        "checks": [
+            {
+                "label": r.check.label,
+                "variant": r.check.variant,
+                "metric": r.check.metric,
+                "published": r.check.published,
+                "ours": r.value,
+                "target": r.check.target(),
+                "pass": r.verdict,
+            }
+            for r in checks
+        ],
+    }
+    atomic_write_text(out / "results.json", json.dumps(payload, indent=2))
+    atomic_write_text(out / "report.md", _markdown(repro, checks, results, figures, quick, out))
+    console.print(_table(checks, quick))
+    console.print(f"wrote {out / 'results.json'} and {out / 'report.md'}", soft_wrap=True)
+    return checks
+
+
+#: ``pbdl evaluate`` arguments after ``run=``: the final model, as ``pbdl train`` reports it
+#: (``best.pt`` may have been chosen by comparing with the reference)
+EVALUATE = ["checkpoint=last"]
+
+
+def _run_variant(
+    variant: Variant, overrides: list[str], run_dir: Path, counter: str, force: bool
+) -> dict[str, Any]:
+    overrides = [*overrides, f"# evaluate {' '.join(EVALUATE)}"]  # part of the identity
+    marker = run_dir / "reproduce.json"
+    metrics = run_dir / "eval" / "metrics.json"
+    same = marker.exists() and json.loads(marker.read_text()).get("overrides") == overrides
+    if same and metrics.exists() and (run_dir / "summary.json").exists() and not force:
+        console.print(f"{counter} {variant.name}: reusing the finished run in {run_dir}")
+        return _collect(run_dir)
+    resume = same and (run_dir / "checkpoints" / "last.pt").exists() and not force
+    if not same or force:
+        _clear(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(marker, json.dumps({"overrides": overrides}, indent=2))
+    log_path = run_dir / "reproduce.log"
+    train = ["train", *overrides[:-1], f"hydra.run.dir={run_dir}"]
+    if resume:
+        train.append("resume=true")
+    steps = [("train", train), ("evaluate", ["evaluate", f"run={run_dir}", *EVALUATE])]
+    start = time.perf_counter()
+    with log_path.open("a") as log:
+        for what, args in steps:
+            label = f"{counter} {variant.name}: {what}"
+            with console.status(f"{label} ...", spinner="dots"):
+                code = _pbdl(args, log)
+            if code != 0:
+                tail = "".join(log_path.read_text().splitlines(keepends=True)[-15:])
+                raise PbdlError(
+                    f"{label} failed (exit {code}); command: pbdl {' '.join(args)}\n"
+                    f"last lines of {log_path}:\n{tail}",
+                    exit_code=130 if code == 130 else 1,
+                )
+    console.print(f"{counter} {variant.name}: done in {time.perf_counter() - start:.0f} s")
+    return _collect(run_dir)
+
+
+def _pbdl(args: list[str], log: Any) -> int:
+    """Run ``pbdl <args>`` in a subprocess with output to ``log``; its exit code."""
+    log.write(f"$ pbdl {' '.join(args)}\n")
+    log.flush()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pbdl_cli", *args],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:  # the child got the SIGINT too: let it save its checkpoint
+        return proc.wait()
+
+
+def _clear(run_dir: Path) -> None:
+    import shutil
+
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+
+
+def _collect(run_dir: Path) -> dict[str, Any]:
+    history = []
+    path = run_dir / "metrics.jsonl"
+    if path.exists():
+        history = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {
+        "run": str(run_dir),
+        "eval": _read_json(run_dir / "eval" / "metrics.json"),
+        "summary": _read_json(run_dir / "summary.json"),
+        "history": history,
+    }
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise PbdlError(f"cannot read {path}: {error}", exit_code=1) from error
+
+
+def lookup(result: dict[str, Any], metric: str) -> float | None:
+    """The value of ``metric`` (see :class:`Check`) in one variant's collected result."""
+    source, _, key = metric.partition(".")
+    if source == "history":
+        key, _, index = key.rpartition("@")
+        records = [r for r in result["history"] if key in r]
+        try:
+            value = records[int(index)].get(key)
+        except (IndexError, ValueError):
+            return None
+    elif source == "eval":  # the metrics, then the rest of eval/metrics.json
+        value = result["eval"].get("metrics", {}).get(key, result["eval"].get(key))
+    elif source == "summary":
+        value = result["summary"]
+        for part in key.split("/"):
+            value = value.get(part) if isinstance(value, dict) else None
+    else:
+        raise ValueError(f"unknown metric source in {metric!r}")
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _judge(check: Check, results: dict[str, Any], quick: bool) -> CheckResult:
+    value = lookup(results[check.variant], check.metric)
+    value = None if value is None else value * check.scale
+    other = lookup(results[check.below[0]], check.below[1]) if check.below else None
+    verdict = None if value is None else check.judge(value, other)
+    if value is None and (check.factor or check.at_most or check.at_least or check.below):
+        verdict = False
+    if quick and not check.quick:
+        verdict = None
+    return CheckResult(check, value, other, verdict)
+
+
+def failed(checks: list[CheckResult]) -> list[CheckResult]:
+    return [r for r in checks if r.verdict is False]
+
+
+# -- output ---------------------------------------------------------------------------------
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4g}" if 1e-3 <= abs(value) < 1e4 or value == 0 else f"{value:.3e}"
+
+
+def _verdict(result: CheckResult, quick: bool) -> str:
+    if result.verdict is None:
+        return "not judged (--quick)" if quick and result.check.target() != "(reported)" else ""
+    return "pass" if result.verdict else "FAIL"
+
+
+def _table(checks: list[CheckResult], quick: bool) -> Table:
+    table = Table(header_style="bold", title="published vs pbdl")
+    for column in ("quantity", "variant", "published", "pbdl", "target", "verdict"):
+        table.add_column(column, justify="right" if column in ("published", "pbdl") else "left")
+    for r in checks:
+        verdict = _verdict(r, quick)
+        style = {"pass": "green", "FAIL": "bold red"}.get(verdict, "dim")
+        table.add_row(
+            r.check.label,
+            r.check.variant,
+            _fmt(r.check.published),
+            _fmt(r.value),
+            r.check.target(),
+            f"[{style}]{verdict}[/{style}]" if verdict else "",
+        )
+    return table
+
+
+def _markdown(
+    repro: Reproduction,
+    checks: list[CheckResult],
+    results: dict[str, Any],
+    figures: list[Path],
+    quick: bool,
+    out: Path,
+) -> str:
+    lines = [f"# {repro.title}", "", f"Source: {repro.source}.", ""]
+    command = f"pbdl reproduce {repro.name}" + (" --quick" if quick else "")
+    lines += [f"Command: `{command}`" + (" (reduced CI-scale settings)" if quick else ""), ""]
+    lines += ["| quantity | variant | published | pbdl | target | verdict |", "|---" * 6 + "|"]
+    for r in checks:
+        lines.append(
+            f"| {r.check.label} | {r.check.variant} | {_fmt(r.check.published)} | "
+            f"{_fmt(r.value)} | {r.check.target()} | {_verdict(r, quick)} |"
+        )
+    lines += ["", "## Variants", ""]
+    for variant in repro.variants:
+        result = results[variant.name]
+        overrides = [*variant.overrides, *(variant.quick if quick else ())]
+        seconds = result["summary"].get("seconds")
+        lines.append(f"- **{variant.name}**: {variant.label}")
+        lines.append(f"  `pbdl train {' '.join(overrides)}`")
+        if seconds is not None:
+            lines.append(f"  (training {seconds:.1f} s, run directory `{variant.name}/`)")
+    if repro.notes:
+        lines += ["", "## Notes", "", repro.notes.strip()]
+    images = list(figures)
+    for variant in repro.variants:
+        images += sorted((out / variant.name / "eval").glob("*.png"))
+    if images:
+        lines += ["", "## Plots", ""]
+        for path in images:
+            rel = path.relative_to(out) if path.is_relative_to(out) else path
+            lines.append(f"![{rel}]({rel})")
+    return "\n".join(lines) + "\n"
