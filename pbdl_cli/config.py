@@ -183,15 +183,15 @@ class EvaluateConfig:
 
     Attributes:
         run: the ``pbdl train`` run directory; results go to ``<run>/eval``.
-        checkpoint: ``best`` (falls back to ``last`` if the run has no ``best.pt``) or
-            ``last``.
+        checkpoint: ``last`` (the final model, what ``pbdl train`` reported) or ``best``
+            (the best validation value; falls back to ``last`` without a ``best.pt``).
         device: where the model runs (``auto``, ``cpu``, ``cuda``, ...).
         threads: torch CPU threads; null takes the train run's setting.
         plots: write the PNG figures.
     """
 
     run: str = MISSING
-    checkpoint: CheckpointChoice = CheckpointChoice.best
+    checkpoint: CheckpointChoice = CheckpointChoice.last
     device: str = "auto"
     threads: int | None = None
     plots: bool = True

@@ -88,7 +88,7 @@ def test_evaluate_writes_metrics_files_and_figures(evaluated) -> None:
     assert str(out) in result.stdout and "rel_l2" in result.stdout and "residual" in result.stdout
 
     report = json.loads((out / "metrics.json").read_text())
-    assert report["checkpoint"].endswith("checkpoints/best.pt") and report["step"] == 20
+    assert report["checkpoint"].endswith("checkpoints/last.pt") and report["step"] == 20
     assert (report["problem"], report["method"], report["model"]) == ("burgers", "pinn", "mlp")
     assert report["shape"] == [1, T, 1, NX] and report["fields"] == ["u"]
     assert report["has_reference"] is True and set(report["params"]) == {"nu"}
@@ -196,7 +196,9 @@ def test_checkpoint_choice_and_damaged_checkpoints(evaluated, tmp_path: Path) ->
     copy = tmp_path / "run"
     (copy / "checkpoints").mkdir(parents=True)
     shutil.copy(run / "checkpoints" / "last.pt", copy / "checkpoints" / "last.pt")
-    assert settings_for(copy).checkpoint.name == "last.pt"  # best falls back to last
+    assert settings_for(copy).checkpoint.name == "last.pt"  # the default
+    assert settings_for(copy, checkpoint="best").checkpoint.name == "last.pt"  # fallback
+    assert settings_for(run, checkpoint="best").checkpoint.name == "best.pt"
 
     state = torch.load(run / "checkpoints" / "best.pt", weights_only=False)
     cases = {
@@ -206,7 +208,7 @@ def test_checkpoint_choice_and_damaged_checkpoints(evaluated, tmp_path: Path) ->
         "do not fit the model": {**state, "model": {"layers.0.weight": torch.zeros(3)}},
     }
     for needle, content in cases.items():
-        path = copy / "checkpoints" / "best.pt"
+        path = copy / "checkpoints" / "last.pt"
         if isinstance(content, bytes):
             path.write_bytes(content)
         else:
