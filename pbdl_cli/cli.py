@@ -163,7 +163,16 @@ def reproduce(
         )
 
 
-KINDS = ("problems", "solvers", "models", "methods", "metrics", "stages", "experiments")
+KINDS = (
+    "problems",
+    "solvers",
+    "models",
+    "methods",
+    "metrics",
+    "stages",
+    "experiments",
+    "reproductions",
+)
 
 
 @app.command("list", epilog=_examples("pbdl list", "pbdl list problems", "pbdl list solvers"))
@@ -202,6 +211,10 @@ def _normalize_kind(kind: str) -> str:
 def _rows(kind: str) -> list[tuple[str, str]]:
     if kind == "experiments":
         return _experiments()
+    if kind == "reproductions":
+        from pbdl_cli.reproduce import REPRODUCTIONS
+
+        return [(name, f"{r.title} ({r.source})") for name, r in sorted(REPRODUCTIONS.items())]
     from pbdl_cli.evaluation.metrics import METRICS
     from pbdl_cli.methods import METHODS
     from pbdl_cli.models import MODELS
@@ -229,7 +242,9 @@ def _experiments() -> list[tuple[str, str]]:
         if item.name.endswith(".yaml"):
             lines = [ln[1:].strip() for ln in item.read_text().splitlines() if ln.startswith("#")]
             lines = [ln for ln in lines if ln and not ln.startswith("@package")]
-            rows.append((item.name[: -len(".yaml")], lines[0] if lines else ""))
+            text = " ".join(lines)  # the header comment, shortened at a word boundary
+            short = text if len(text) <= 100 else text[:100].rsplit(" ", 1)[0] + " ..."
+            rows.append((item.name[: -len(".yaml")], short))
     return rows
 
 

@@ -179,3 +179,43 @@ def test_time_only_and_static_problems():
     y = model(2 * x - 1)
     torch.testing.assert_close(terms["pde"], (y**2 - x).square().mean())
     assert physics.predict(model).shape == (1, 1, 1, 20)
+
+
+@pytest.mark.parametrize("nu_pi", [0.1, 0.05])
+def test_burgers_residual_of_the_cole_hopf_solution_vanishes(nu_pi):
+    """Burgers.pde_residual (autograd, as the PINN uses it) of the exact solution is ~0.
+
+    The Cole-Hopf solution for -sin(pi x) written as its Fourier-Bessel series, in torch
+    ops so that autograd differentiates it: u = 4 pi nu sum_k (-1)^k k r_k e^{-k^2 tau}
+    sin(k pi x) / (1 + 2 sum_k (-1)^k r_k e^{-k^2 tau} cos(k pi x)), tau = nu pi^2 t,
+    r_k = I_k(a) / I_0(a), a = 1 / (2 pi nu); checked against the reference first.
+    """
+    from pbdl_cli.problems.cole_hopf import _bessel_ratios, burgers_sine_exact
+
+    problem, _ = pinn()
+    nu = nu_pi / math.pi
+    r = torch.from_numpy(_bessel_ratios(1 / (2 * math.pi * nu)))[1:]
+    k = torch.arange(1, r.numel() + 1, dtype=torch.float64)
+    sign = (-1.0) ** k
+
+    def exact(x, t):
+        decay = r * sign * torch.exp(-(k**2) * nu * math.pi**2 * t)  # [N, K]
+        num = 4 * math.pi * nu * (decay * k * torch.sin(math.pi * k * x)).sum(-1, keepdim=True)
+        den = 1 + 2 * (decay * torch.cos(math.pi * k * x)).sum(-1, keepdim=True)
+        return num / den
+
+    g = torch.Generator().manual_seed(0)
+    x = (2 * torch.rand(400, 1, generator=g, dtype=torch.float64) - 1).requires_grad_(True)
+    t = torch.rand(400, 1, generator=g, dtype=torch.float64).requires_grad_(True)
+    u = exact(x, t)
+    xs, ts = torch.linspace(-1, 1, 33, dtype=torch.float64), torch.tensor([0.0, 0.3, 1.0])
+    reference = burgers_sine_exact(xs, ts, nu)  # [T, X]
+    series = exact(xs[None, :, None], ts[:, None, None])[..., 0]
+    assert torch.allclose(series, reference, atol=1e-12)
+    params = {"nu": torch.tensor(nu, dtype=torch.float64)}
+    residual = problem.pde_residual(u, x, t, params)
+    (u_t,) = torch.autograd.grad(u.sum(), t, retain_graph=True)
+    # round-off only (the series' denominator is ~1e-8 near x = 0 at early times)
+    assert residual.abs().max() < 1e-6 and u_t.abs().max() > 1
+    wrong = problem.pde_residual(u, x, t, {"nu": torch.tensor(1.5 * nu, dtype=torch.float64)})
+    assert wrong.abs().max() > 1e-2  # the residual does see the viscosity

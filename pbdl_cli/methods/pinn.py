@@ -219,14 +219,13 @@ class PINN(CoordinateMethod):
 
     def _initial_term(self, model: nn.Module) -> Tensor:
         """mean (u(x, 0) - u0(x))^2 on ``n_initial`` points (+ the same for u_t(x, 0) where
-        the problem gives ``initial_rate``: second-order ODEs)."""
+        the problem has an ``initial_rate``: second order in time)."""
         kw = {"device": self.device, "dtype": self.dtype}
         if self.num_spatial_dims:
             x0 = torch.linspace(self.lower, self.upper, self.config.n_initial, **kw)[:, None]
         else:
             x0 = torch.zeros(1, 0, **kw)
-        rate = getattr(self.problem, "initial_rate", None)
-        rate = rate(x0, self._params_on_device) if rate is not None else None
+        rate = self.problem.initial_rate(x0, self._params_on_device)
         t0 = torch.zeros(x0.shape[0], 1, **kw).requires_grad_(rate is not None)
         u0 = self.evaluate(model, x0, t0)
         ic = (u0 - self.problem.initial_function(x0, self._params_on_device)).square().mean()

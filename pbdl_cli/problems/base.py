@@ -154,6 +154,11 @@ class Problem(ABC):
         """
         raise NotImplementedError(f"problem '{self.name}' has no closed-form initial state")
 
+    def initial_rate(self, x: Tensor, params: Params) -> Tensor | None:
+        """u_t(x, 0) at points ``x`` [N, D] -> [N, C] for problems of second order in time
+        (e.g. the oscillator's u'(0)); None for first-order problems."""
+        return None
+
     def pde_residual(self, u: Tensor, x: Tensor, t: Tensor, params: Params) -> Tensor:
         """PDE residual at points: ``u`` [N, C] computed from ``x`` [N, D] and ``t`` [N, 1]
         with autograd (both require grad); returns [N, C], zero for exact solutions."""

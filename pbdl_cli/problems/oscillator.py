@@ -132,7 +132,7 @@ class Oscillator(Problem):
         """u(0) = u0 at points x [N, 0] -> [N, 1]."""
         return torch.full((x.shape[0], 1), self.config.u0, dtype=x.dtype, device=x.device)
 
-    def initial_rate(self, x: Tensor, params: Params) -> Tensor:
+    def initial_rate(self, x: Tensor, params: Params) -> Tensor | None:
         """u'(0) = v0 at points x [N, 0] -> [N, 1] (the second initial condition)."""
         return torch.full((x.shape[0], 1), self.config.v0, dtype=x.dtype, device=x.device)
 

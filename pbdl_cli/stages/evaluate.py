@@ -1,7 +1,7 @@
 """``pbdl evaluate run=DIR``: score a trained run and write its prediction and figures.
 
 The stage rebuilds problem, method and model from the train config stored in the run's
-checkpoint (``checkpoints/best.pt``, or ``last.pt``), loads the weights, predicts on the
+checkpoint (``checkpoints/last.pt`` by default, or ``best.pt``), loads the weights, predicts on the
 problem's output grid and writes to ``<run>/eval/`` (Hydra's run directory):
 
 - ``metrics.json``: the generic metrics against the problem's reference (where one
