@@ -6,6 +6,6 @@ from pbdl_cli.registry import Registry
 
 MODELS: Registry[type] = Registry("model", group="model")
 
-from pbdl_cli.models import field, mlp  # noqa: E402,F401
+from pbdl_cli.models import field, fno, mlp, resnet, unet  # noqa: E402,F401
 
 __all__ = ["MODELS"]
