@@ -130,6 +130,10 @@ class DataConfig:
         n_train, n_val, n_test: trajectories per split (0 skips a split).
         batch_size: trajectories simulated together; changes speed and memory only.
         compression: optional HDF5 filter for the fields (``gzip`` or ``lzf``).
+        refine: simulate on a grid ``refine`` times finer per axis (and, where the solver
+            has fixed substeps, with ``refine`` times more of them) and store the cell
+            averages on the problem's grid: the reference data of solver-in-the-loop
+            training (1: simulate on the problem's grid).
     """
 
     root: str = "datasets"
@@ -139,8 +143,11 @@ class DataConfig:
     n_test: int = 16
     batch_size: int = 64
     compression: str | None = None
+    refine: int = 1
 
     def __post_init__(self) -> None:
+        if self.refine < 1:
+            raise ValueError("refine must be >= 1")
         if min(self.n_train, self.n_val, self.n_test) < 0:
             raise ValueError("split sizes must be >= 0")
         if self.n_train + self.n_val + self.n_test == 0:

@@ -19,6 +19,8 @@ import torch
 from omegaconf import MISSING
 from torch import Tensor
 
+from pbdl_cli.errors import PbdlError
+
 Params = dict[str, Tensor]
 
 
@@ -170,6 +172,25 @@ class Problem(ABC):
         ``x`` (1D problems) evaluates at those positions instead of the cell centres.
         """
         return None
+
+    def refined(self, factor: int) -> Problem:
+        """The same problem on a grid ``factor`` times finer per axis (same domain, times,
+        parameters and initial-state functions): the high-resolution reference of
+        ``pbdl generate data.refine=<factor>``."""
+        raise PbdlError(f"problem '{self.name}' cannot be refined (no refined() method)")
+
+    def coarsen(self, state: Tensor, factor: int) -> Tensor:
+        """Cell averages of a ``factor`` times finer state [B, C, *fine] on this grid:
+        [B, C, *spatial] (blocks of ``factor`` cells per axis, conservative)."""
+        dims = self.grid.num_spatial_dims
+        if factor == 1:
+            return state
+        pool = (
+            torch.nn.functional.avg_pool1d,
+            torch.nn.functional.avg_pool2d,
+            torch.nn.functional.avg_pool3d,
+        )[dims - 1]
+        return pool(state, factor)
 
     @property
     def is_static(self) -> bool:

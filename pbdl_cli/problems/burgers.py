@@ -140,6 +140,11 @@ class Burgers(Problem):
     def dt(self) -> float:
         return self.config.dt
 
+    def refined(self, factor: int) -> Burgers:
+        """The same problem with ``nx * factor`` cells (random initial states are the same
+        functions at every resolution, see the module docstring)."""
+        return Burgers(dataclasses.replace(self.config, nx=self.config.nx * factor))
+
     def slug(self) -> str:
         c = self.config
         nu = f"nu{c.nu_range[0]:g}-{c.nu_range[1]:g}" if c.nu_range else f"nu{c.nu:g}"

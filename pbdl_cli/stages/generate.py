@@ -54,6 +54,9 @@ class GenerateSettings:
     config: GenerateConfig
     problem: Problem
     solver: Solver
+    #: the problem and solver that simulate (``data.refine`` times finer, or the same)
+    simulated: Problem
+    simulator: Solver
     device: torch.device
     dtype: torch.dtype
     target: Path
@@ -87,6 +90,13 @@ class Generate(Stage):
             )
         solver = SOLVERS.build(cfg.solver, problem=problem)
         config: GenerateConfig = to_schema(cfg, GenerateConfig, path="")
+        simulated, simulator = problem, solver
+        if config.data.refine > 1:
+            simulated = problem.refined(config.data.refine)
+            fine_solver = OmegaConf.to_container(cfg.solver, resolve=True)
+            if fine_solver.get("substeps") is not None:  # else the CFL rule refines time
+                fine_solver["substeps"] *= config.data.refine
+            simulator = SOLVERS.build(fine_solver, problem=simulated)
         name = config.data.name if config.data.name != "auto" else dataset_name(cfg, problem)
         target = Path(config.data.root) / problem.name / name
         if target.exists() and not config.overwrite:
@@ -98,6 +108,8 @@ class Generate(Stage):
             config=config,
             problem=problem,
             solver=solver,
+            simulated=simulated,
+            simulator=simulator,
             device=resolve_device(config.device),
             dtype=resolve_dtype(config.dtype.value),
             target=target,
@@ -161,6 +173,9 @@ def write_split(s: GenerateSettings, split: str, count: int, path: Path, yaml: s
         "pbdl_version": __version__,
         "dataset_seed": int(s.config.seed),
     }
+    refine = s.config.data.refine
+    if refine > 1:  # cell averages of a finer simulation
+        attrs |= {"refine": refine, "simulated_shape": list(s.simulated.grid.shape)}
     frame = (1, *problem.grid.shape)  # one dataset per channel: /fields/<channel name>
     batch = s.config.data.batch_size
     with (
@@ -188,7 +203,7 @@ def write_split(s: GenerateSettings, split: str, count: int, path: Path, yaml: s
             chunk = {k: v[index.start : index.stop] for k, v in params.items()}
             u0 = torch.cat(
                 [
-                    problem.initial_state(
+                    s.simulated.initial_state(
                         {k: v[i - begin : i - begin + 1] for k, v in chunk.items()},
                         generator(split_seed, "initial", i),
                     )
@@ -199,7 +214,7 @@ def write_split(s: GenerateSettings, split: str, count: int, path: Path, yaml: s
             fraction = len(index) / problem.num_steps  # the bar moves every output step
 
             def stepper(state: torch.Tensor, dt: float, p: dict, fraction: float = fraction):
-                state = s.solver(state, dt, p)
+                state = s.simulator(state, dt, p)
                 bar.update(fraction)
                 return state
 
@@ -207,6 +222,10 @@ def write_split(s: GenerateSettings, split: str, count: int, path: Path, yaml: s
                 trajectories = rollout(
                     stepper, u0.to(s.device, s.dtype), problem.num_steps, problem.dt, on_device
                 )
+            if refine > 1:
+                fine = trajectories.flatten(0, 1)  # [b T, C, *fine]
+                coarse = problem.coarsen(fine, refine)
+                trajectories = coarse.reshape(*trajectories.shape[:2], *coarse.shape[1:])
             if not bool(torch.isfinite(trajectories).all()):
                 raise PbdlError(
                     f"{split}: the simulation produced non-finite values; the solver is unstable "
