@@ -90,25 +90,55 @@ _stage_command(
     "Score a trained run: metrics against the reference and the PDE residual, the "
     "prediction as an HDF5 file and plots, all in RUN/eval (see docs/evaluate.md).",
     "pbdl evaluate run=outputs/train/2026-11-22/13-02-11",
-    "pbdl evaluate run=outputs/train/2026-11-22/13-02-11 checkpoint=last plots=false",
+    "pbdl evaluate run=outputs/train/2026-11-22/13-02-11 checkpoint=best plots=false",
     "pbdl evaluate run=outputs/train/2026-11-22/13-02-11 device=cuda",
     "pbdl info outputs/train/2026-11-22/13-02-11/eval/prediction.h5",
 )
 
 
-def _not_implemented(name: str, summary: str, *examples: str) -> None:
-    def command(ctx: typer.Context) -> None:
-        raise PbdlError(f"pbdl {name} is not implemented yet", exit_code=1)
-
-    command.__doc__ = f"{summary} (not implemented yet)"
-    app.command(name, context_settings=PASS_THROUGH, epilog=_examples(*examples))(command)
-
-
-_not_implemented(
+@app.command(
     "report",
-    "Compare the runs of a sweep in one table and plot.",
-    "pbdl report outputs/multirun/train/2026-11-22/14-00-00",
+    epilog=_examples(
+        "pbdl report outputs/multirun/train/2026-11-22/14-00-00",
+        "pbdl report runA runB --sort mae",
+        "pbdl report outputs/reproduce/burgers_pinn_vs_dp/<stamp> --out /tmp/rep",
+        "pbdl report outputs/multirun/train/2026-11-22/14-00-00 --evaluate",
+    ),
 )
+def report(
+    paths: list[Path] = typer.Argument(
+        None,
+        help="Train run directories, sweep directories (outputs/multirun/train/<date>/<time>) "
+        "or any directories to search for runs.",
+        metavar="DIR...",
+        show_default=False,
+    ),
+    sort: str = typer.Option(
+        None, "--sort", help="Sort by this column, lowest first (default: rel_l2 if present)."
+    ),
+    out: Path = typer.Option(
+        None,
+        "--out",
+        help="Where report.md/.csv/.json and the plots go (default: the sweep directory when "
+        "it is the only argument, else ./report).",
+    ),
+    evaluate: bool = typer.Option(
+        False, "--evaluate", help="First run pbdl evaluate on the runs without eval/metrics.json."
+    ),
+) -> None:
+    """Compare runs in one table: the overrides that differ between them, training time
+    and loss, test and evaluation metrics; writes report.md/.csv/.json, error_vs_time.png
+    and loss_curves.png (see docs/report.md)."""
+    import shlex
+
+    from pbdl_cli.report import run_report
+
+    paths = list(paths or [])
+    args = [str(p) for p in paths]
+    args += [*(["--sort", sort] if sort else []), *(["--out", str(out)] if out else [])]
+    args += ["--evaluate"] if evaluate else []
+    command = "pbdl report " + shlex.join(args)
+    run_report(paths, sort=sort, out=out, evaluate=evaluate, command=command)
 
 
 @app.command(

@@ -94,7 +94,7 @@ def test_missing_required_value_and_sweep_values_are_checked(workdir):
     result = run_cli("generate", "-m", "problem.nu=0.01,abc", *TINY, cwd=workdir)
     assert_clean_error(result, 2, "problem.nu", "'abc'")
     assert not (workdir / "datasets").exists()
-    assert_clean_error(run_cli("report", cwd=workdir), 1, "not implemented yet")
+    assert_clean_error(run_cli("report", cwd=workdir), 2, "one or more run")
 
 
 # -- generate + info ----------------------------------------------------------------------------
