@@ -342,10 +342,9 @@ def _markdown(
     lines += [f"Command: `{command}`" + (" (reduced CI-scale settings)" if quick else ""), ""]
     lines += ["| quantity | variant | published | pbdl | target | verdict |", "|---" * 6 + "|"]
     for r in checks:
-        lines.append(
-            f"| {r.check.label} | {r.check.variant} | {_fmt(r.check.published)} | "
-            f"{_fmt(r.value)} | {r.check.target()} | {_verdict(r, quick)} |"
-        )
+        cells = [r.check.label, r.check.variant, _fmt(r.check.published), _fmt(r.value)]
+        cells += [r.check.target(), _verdict(r, quick)]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     lines += ["", "## Variants", ""]
     for variant in repro.variants:
         result = results[variant.name]
