@@ -72,7 +72,9 @@ def test_fit_reduces_the_loss_and_predicts_on_the_output_grid(tmp_path):
     at_data = prediction[0, observed.frame, :]  # the observations lie on output frames
     mse = float((at_data - observed.u).square().mean())
     assert mse == pytest.approx(float(m.loss(model, 0)["loss"].detach()), rel=1e-12)
-    assert set(m.validate(model)) == {"rel_l2"}
+    metrics = m.validate(model)
+    assert set(metrics) == {"rel_l2", "data_mse"}  # data_mse: the loss over all observations
+    assert metrics["data_mse"] == pytest.approx(mse, rel=1e-5)
     assert math.isfinite(m.residual(model))
 
 
