@@ -112,7 +112,7 @@ def test_evaluate_writes_metrics_files_and_figures(evaluated) -> None:
     shown = run_cli("info", str(out / "prediction.h5"), cwd=run)
     assert shown.returncode == 0 and "verified" in shown.stdout, shown.stderr
 
-    figures = ["space_time_u.png", "slices_u.png", "loss.png"]
+    figures = ["space_time_u.png", "slices_u.png", "loss.png", "error_vs_step.png"]
     assert report["files"]["figures"] == figures
     for name in figures:
         assert_png(out / name)

@@ -74,6 +74,23 @@ def summarize(prediction: Tensor, reference: Tensor) -> dict[str, float]:
     return {name: float(v.mean()) for name, v in evaluate_all(prediction, reference).items()}
 
 
+def per_frame(name: str, prediction: Tensor, reference: Tensor) -> Tensor:
+    """A registered metric of every trajectory and frame.
+
+    Args:
+        name: registered metric (``mse``, ``rel_l2``, ...).
+        prediction, reference: [B, T, ...].
+
+    Returns:
+        [B, T]; entry (b, k) compares ``prediction[b, k]`` with ``reference[b, k]`` over all
+        remaining axes (channels and cells).
+    """
+    b, t = prediction.shape[:2]
+    frames_p, frames_r = prediction.reshape(b * t, -1), reference.reshape(b * t, -1)
+    with torch.no_grad():
+        return METRICS.get(name)(frames_p, frames_r).reshape(b, t)
+
+
 def per_time(
     prediction: Tensor, reference: Tensor, names: tuple[str, ...] = ("rel_l2", "mae")
 ) -> dict[str, list[float]]:
@@ -86,10 +103,4 @@ def per_time(
     Returns:
         {name: [T] values as a list}; frame k compares ``prediction[:, k]``.
     """
-    b, t = prediction.shape[:2]
-    frames_p, frames_r = prediction.reshape(b * t, -1), reference.reshape(b * t, -1)
-    with torch.no_grad():
-        return {
-            name: METRICS.get(name)(frames_p, frames_r).reshape(b, t).mean(dim=0).tolist()
-            for name in names
-        }
+    return {name: per_frame(name, prediction, reference).mean(dim=0).tolist() for name in names}

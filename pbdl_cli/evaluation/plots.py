@@ -302,6 +302,70 @@ def plot_losses(path: Path, records: Sequence[Mapping[str, Any]]) -> Path | None
     return save_figure(fig, path)
 
 
+# -- rollouts -------------------------------------------------------------------------------
+def plot_error_vs_step(
+    path: Path,
+    t: Sequence[float],
+    rel_l2: Sequence[float | None],
+    corr: Sequence[float | None] | None = None,
+    *,
+    threshold: float | None = None,
+    corr_frame: int | None = None,
+) -> Path:
+    """Relative L2 error and decorrelation ``1 - corr`` of every frame on a log y axis.
+
+    The curves are what ``metrics.json`` ``per_time`` holds (trajectory means), not the first
+    trajectory. A dotted line marks ``1 - threshold`` and the frame of the correlation time;
+    the top axis gives the time of a frame (uniform frames). Values that are None, not finite
+    or not positive (an exact frame) are left out of the log axis.
+
+    Args:
+        path: the PNG to write.
+        t: [T] frame times.
+        rel_l2: [T] relative L2 error per frame.
+        corr: [T] Pearson correlation per frame (None: no correlation curve).
+        threshold: correlation threshold theta of the correlation time (None: no line).
+        corr_frame: frame index of the correlation time (None: no line).
+    """
+
+    def values(curve: Sequence[float | None]) -> np.ndarray:
+        return np.array([np.nan if v is None else float(v) for v in curve])
+
+    frames = np.arange(len(t))
+    fig = Figure(figsize=(6.4, 4.0), layout="constrained")
+    ax = fig.subplots()
+    curves = {"rel_l2": values(rel_l2)}
+    if corr is not None:
+        curves["1 - corr"] = 1.0 - values(corr)
+    shown = []
+    for (label, curve), colour in zip(curves.items(), ("tab:red", "tab:blue"), strict=False):
+        curve = np.where(np.isfinite(curve) & (curve > 0), curve, np.nan)
+        marker = "o" if len(frames) < 30 else None
+        ax.plot(frames, curve, color=colour, marker=marker, ms=3, lw=1.5, label=label)
+        shown.append(curve)
+    if threshold is not None and corr is not None:
+        ax.axhline(1.0 - threshold, color="tab:blue", ls=":", lw=1, label=f"1 - {threshold:g}")
+    if corr_frame is not None:
+        ax.axvline(
+            corr_frame, color="grey", ls=":", lw=1, label=f"correlation time (frame {corr_frame})"
+        )
+    if any(np.isfinite(c).any() for c in shown):
+        ax.set_yscale("log")
+    times = np.asarray(t, dtype=float)
+    if len(times) > 1 and np.allclose(np.diff(times), times[1] - times[0]):
+        t0, dt = float(times[0]), float(times[1] - times[0])
+        if dt > 0:
+            top = ax.secondary_xaxis(
+                "top", functions=(lambda k: t0 + k * dt, lambda s: (s - t0) / dt)
+            )
+            top.set_xlabel("t")
+    ax.set_xlabel("frame")
+    ax.set_title("error against rollout step (mean over trajectories)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize="small")
+    return save_figure(fig, path)
+
+
 # -- choosing the figures from the shapes ----------------------------------------------------
 def plot_prediction(
     out_dir: Path,

@@ -52,6 +52,11 @@ class Method(ABC):
     def predict(self, model: nn.Module) -> Tensor:
         """The prediction on the problem's output grid, [B, T, C, *spatial] (float64, CPU)."""
 
+    def reference(self) -> Tensor | None:
+        """What ``predict`` is compared with where the problem has no exact solution (e.g.
+        the test trajectories of a dataset), [B, T, C, *spatial] float64; None: nothing."""
+        return None
+
     def residual(self, model: nn.Module) -> float | None:
         """Mean absolute PDE residual of the prediction (``pbdl evaluate``), or None where
         the method cannot compute one."""

@@ -34,7 +34,7 @@ from pbdl_cli.errors import PbdlError
 from pbdl_cli.methods import METHODS
 from pbdl_cli.methods.base import Method
 from pbdl_cli.methods.points import CHUNK
-from pbdl_cli.methods.supervised import Supervised
+from pbdl_cli.methods.supervised_points import PointSupervised
 from pbdl_cli.models import MODELS
 from pbdl_cli.problems.base import Observations, PluginConfig, Problem
 from pbdl_cli.solvers import Solver, rollout
@@ -110,7 +110,7 @@ class DifferentiablePhysics(Method):
         return self.impl.residual(model)
 
 
-class ThroughOperator(Supervised):
+class ThroughOperator(PointSupervised):
     """Static problems: train f(x) through the forward operator (see module docstring)."""
 
     config: DPConfig
@@ -120,7 +120,7 @@ class ThroughOperator(Supervised):
     ) -> None:
         super().__init__(config, problem=problem, device=device, dtype=dtype)
         observed = problem.observations(self.params)
-        assert observed is not None  # checked by Supervised
+        assert observed is not None  # checked by PointSupervised
         self.data_x = self.to_device(observed.x)  # [N, D]
 
     def loss(self, model: nn.Module, step: int) -> dict[str, Tensor]:

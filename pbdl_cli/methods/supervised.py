@@ -1,65 +1,110 @@
-"""Supervised regression on point data (PBDL book ch. 2 and 5: the data-only baseline).
+"""Supervised learning (PBDL book ch. 2, 5 and 7: the data-only baseline), on two kinds
+of data; one registered method ``supervised`` delegates to one of two implementations:
 
-A coordinate network u_theta(x, t) (inputs scaled to [-1, 1], see
-:mod:`pbdl_cli.methods.points`) is fitted to the problem's observations (x_i, t_i, u_i):
+- ``method.data`` unset: regression of a coordinate network u(x, t) on the problem's point
+  observations, L = mean_i |u(x_i, t_i) - u_i|^2
+  (:class:`~pbdl_cli.methods.supervised_points.PointSupervised`).
+- ``method.data=<dataset dir>``: a one-step neural surrogate trained on the windows of a
+  ``pbdl generate`` dataset (:class:`SupervisedGrid`): the MSE of the normalized next
+  state,
 
-    L = mean_i |u_theta(x_i, t_i) - u_i|^2
+      L = mean ((D(f([N(s_{t-k+1}), ..., N(s_t)], p)) - s_{t+1}) / sigma)^2
 
-on all N points (``batch_size=0``) or on shuffled mini-batches: epoch e visits the points in
-a permutation drawn from (seed, e), and step s uses batch s mod ceil(N / batch_size) of
-epoch s // ceil(N / batch_size), so a resumed run sees the same batches. No physics enters
-the loss; the PDE residual of the fit is only measured (``residual``).
+  with N / D the per-channel normalization of the train split (see
+  :mod:`pbdl_cli.methods.grid`); ``predict`` rolls the network out autoregressively over
+  every test trajectory from its first k frames.
 
-Shapes: the network maps [N, F] (F = D spatial coordinates + t, t left out for static
-problems) to [N, C]; ``predict`` returns [1, T, C, *spatial] on the output grid.
+Shapes: point data as in :mod:`pbdl_cli.methods.supervised_points`; grid windows
+history [B, k, C, *spatial] -> next state [B, C, *spatial]; ``predict`` [B, T, C, *spatial].
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from pbdl_cli.errors import PbdlError
 from pbdl_cli.methods import METHODS
-from pbdl_cli.methods.points import CHUNK, CoordinateMethod
-from pbdl_cli.models import MODELS
-from pbdl_cli.problems.base import PluginConfig, Problem
-from pbdl_cli.utils.seeding import derive_seed
+from pbdl_cli.methods.base import Method
+from pbdl_cli.methods.grid import GridConfig, SurrogateConfig, SurrogateMethod
+from pbdl_cli.methods.points import CoordinateMethod
+from pbdl_cli.methods.supervised_points import PointSupervised, PointSupervisedConfig
+from pbdl_cli.problems.base import Problem
+
+#: options that only apply to grid data
+_GRID_ONLY = ("history", "num_workers", "in_memory", "rollout_steps", "val_trajectories")
+_GRID_ONLY += ("noise", "condition", "residual")
 
 
 @dataclasses.dataclass
-class SupervisedConfig(PluginConfig):
-    """Options of ``supervised`` (``method.<key>``).
+class SupervisedConfig(SurrogateConfig):
+    """Options of ``supervised`` (``method.<key>``): those of grid data
+    (:class:`~pbdl_cli.methods.grid.SurrogateConfig`, used with ``data``) and of point data.
 
     Attributes:
-        batch_size: observations per step (0: all of them, full batch).
-        seed: seed of the batch order, the network initialization and the parameters.
-        eval_nx, eval_nt: resolution of the validation grid (rel. L2 against the
-            reference); 0: the output grid's.
+        batch_size: windows (grid data, default 32) or observations (point data, default
+            all of them: 0) per step; null: the default of the data kind.
+        eval_nx, eval_nt: point data: resolution of the validation grid (0: the output
+            grid's).
     """
 
-    batch_size: int = 0
-    seed: int = 0
+    batch_size: int | None = None  # type: ignore[assignment]
     eval_nx: int = 0
     eval_nt: int = 0
 
     def __post_init__(self) -> None:
-        if self.batch_size < 0:
+        if self.batch_size is not None and self.batch_size < 0:
             raise ValueError("batch_size must be >= 0")
-        if self.eval_nx < 0 or self.eval_nt < 0:
-            raise ValueError("eval_nx and eval_nt must be >= 0")
+        if self.data is None:
+            PointSupervisedConfig(**self.point_options())  # its own checks
+            defaults = SurrogateConfig()
+            changed = [k for k in _GRID_ONLY if getattr(self, k) != getattr(defaults, k)]
+            if changed:
+                verb = "applies" if len(changed) == 1 else "apply"
+                raise ValueError(
+                    f"{', '.join(changed)} {verb} only to grid data: set "
+                    "data=<dataset directory> (or leave them out for point data)"
+                )
+        else:
+            if self.batch_size == 0:
+                raise ValueError("batch_size must be >= 1 with grid data")
+            self.grid_options()
+
+    def point_options(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "batch_size": self.batch_size or 0,
+            "seed": self.seed,
+            "eval_nx": self.eval_nx,
+            "eval_nt": self.eval_nt,
+        }
+
+    def grid_options(self) -> SurrogateConfig:
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(SurrogateConfig)}
+        if values["batch_size"] is None:
+            values["batch_size"] = GridConfig.batch_size
+        return SurrogateConfig(**values)
+
+
+class SupervisedGrid(SurrogateMethod):
+    """One-step surrogate on grid data: MSE of the normalized next state."""
+
+    horizon = 1
+
+    def loss(self, model: nn.Module, step: int) -> dict[str, Tensor]:
+        return self.unrolled_loss(model, step, 1)
 
 
 @METHODS.register("supervised")
-class Supervised(CoordinateMethod):
-    """Regression of a coordinate network on the problem's observations (MSE)."""
+class SupervisedMethod(Method):
+    """Supervised learning on point observations or, with ``method.data``, on grid data."""
 
     Config = SupervisedConfig
     config: SupervisedConfig
+    #: helpers of the point-data implementation, reachable from the registered class
+    grid_points = staticmethod(CoordinateMethod.grid_points)
 
     def __init__(
         self,
@@ -70,50 +115,41 @@ class Supervised(CoordinateMethod):
         dtype: torch.dtype,
     ) -> None:
         super().__init__(config, problem=problem, device=device, dtype=dtype)
-        observed = problem.observations(self.params)
-        if observed is None or len(observed) == 0:
-            raise PbdlError(
-                f"problem '{problem.name}' has no observations to fit; method=supervised "
-                "needs point data (choose another method, e.g. method=pinn)"
-            )
-        x, t = self.to_device(observed.x), self.to_device(observed.t)
-        self.data_inputs = self.inputs(x, t)  # [N, F]
-        self.data_targets = self.to_device(observed.u)  # [N, C]
-        self._epoch, self._order = -1, torch.empty(0, dtype=torch.long)
+        deps = {"problem": problem, "device": device, "dtype": dtype}
+        if config.data is None:
+            point = PointSupervisedConfig(**config.point_options())
+            self.impl: Method = PointSupervised(point, **deps)
+        else:
+            self.impl = SupervisedGrid(config.grid_options(), **deps)
+        self.params = self.impl.params
+
+    def __getattr__(self, name: str) -> Any:
+        # attributes of the implementation (normalization, data_inputs, batch, ...)
+        impl = self.__dict__.get("impl")
+        if impl is None:
+            raise AttributeError(name)
+        return getattr(impl, name)
 
     def build_model(self, model_config: Any) -> nn.Module:
-        torch.manual_seed(derive_seed(self.config.seed, "model") % 2**31)
-        model = MODELS.build(
-            model_config, in_features=self.in_features, out_features=self.problem.num_channels
-        )
-        return model.to(self.device, self.dtype)
-
-    def batch(self, step: int) -> Tensor | None:
-        """Indices [b] of the observations of training step ``step`` (None: all)."""
-        n, size = self.data_targets.shape[0], self.config.batch_size
-        if size == 0 or size >= n:
-            return None
-        per_epoch = math.ceil(n / size)
-        epoch, k = divmod(step, per_epoch)
-        if epoch != self._epoch:  # derived from the step, so a resumed run gets the same
-            g = torch.Generator().manual_seed(derive_seed(self.config.seed, "batches", epoch))
-            self._order = torch.randperm(n, generator=g).to(self.device)
-            self._epoch = epoch
-        return self._order[k * size : (k + 1) * size]
+        return self.impl.build_model(model_config)
 
     def loss(self, model: nn.Module, step: int) -> dict[str, Tensor]:
-        index = self.batch(step)
-        inputs, targets = self.data_inputs, self.data_targets
-        if index is not None:
-            inputs, targets = inputs[index], targets[index]
-        mse = (model(inputs) - targets).square().mean()
-        return {"loss": mse, "data": mse}
+        return self.impl.loss(model, step)
 
     def validate(self, model: nn.Module) -> dict[str, float]:
-        """The base metrics (see :class:`CoordinateMethod`) plus ``data_mse``: the MSE over
-        all observations (the full training loss, where steps see mini-batches)."""
-        metrics = super().validate(model)
-        with torch.no_grad():
-            fit = torch.cat([model(chunk) for chunk in self.data_inputs.split(CHUNK)])
-        metrics["data_mse"] = float((fit - self.data_targets).square().mean())
-        return metrics
+        return self.impl.validate(model)
+
+    def predict(self, model: nn.Module) -> Tensor:
+        return self.impl.predict(model)
+
+    def residual(self, model: nn.Module) -> float | None:
+        return self.impl.residual(model)
+
+    def reference(self) -> Tensor | None:
+        """Grid data: the test trajectories; point data: None (the problem's reference)."""
+        if isinstance(self.impl, SupervisedGrid):
+            return self.impl.reference()
+        return None
+
+
+__all__ = ["SupervisedConfig", "SupervisedGrid", "SupervisedMethod"]

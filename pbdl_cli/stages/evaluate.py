@@ -6,7 +6,8 @@ problem's output grid and writes to ``<run>/eval/`` (Hydra's run directory):
 
 - ``metrics.json``: the generic metrics against the problem's reference (where one
   exists), the mean |PDE residual| (where the method computes one), the problem's own
-  metrics, the misfit at the problem's observations, per-frame errors and provenance;
+  metrics, the misfit at the problem's observations, per-frame errors, rollout metrics
+  (correlation time, spectral errors: :mod:`pbdl_cli.evaluation.rollout`) and provenance;
 - ``prediction.h5`` (and ``reference.h5``): dataset files of schema v1, one trajectory
   per trajectory of the prediction, readable with ``pbdl info``;
 - PNG figures chosen from the prediction's shape (:mod:`pbdl_cli.evaluation.plots`) and
@@ -35,6 +36,7 @@ from pbdl_cli.console import console
 from pbdl_cli.data import TrajectoryWriter
 from pbdl_cli.errors import PbdlError
 from pbdl_cli.evaluation.metrics import per_time, summarize
+from pbdl_cli.evaluation.rollout import CORR_THRESHOLD, RolloutSummary, rollout_summary
 from pbdl_cli.methods import METHODS, Method, build_method
 from pbdl_cli.models import MODELS
 from pbdl_cli.plugins import load_plugins
@@ -190,6 +192,8 @@ def evaluate(s: EvaluateSettings, out_dir: Path) -> dict[str, Any]:
     coords = {k: v.double() for k, v in problem.coords().items()}
     prediction = _as_prediction(method.predict(model), problem, times, coords, "prediction")
     reference = problem.reference(times, method.params)
+    if reference is None:  # e.g. grid methods: the test trajectories of their dataset
+        reference = method.reference()
     if reference is not None:
         reference = _as_prediction(reference, problem, times, coords, "reference")
         if reference.shape != prediction.shape:
@@ -212,6 +216,7 @@ def evaluate(s: EvaluateSettings, out_dir: Path) -> dict[str, Any]:
         files["reference"] = "reference.h5"
     if s.config.plots:
         figures = _plots(s, out_dir, prediction, reference, times, coords, observations)
+        figures += _rollout_plot(out_dir, result)
         files["figures"] = [p.name for p in figures]  # type: ignore[assignment]
     result["files"] = files
     atomic_write_text(out_dir / "metrics.json", json.dumps(result, indent=2) + "\n")
@@ -253,9 +258,14 @@ def _metrics(
     problem, method = s.problem, s.method
     metrics: dict[str, float] = {}
     curves: dict[str, list[float]] | None = None
+    rollout: RolloutSummary | None = None
     if reference is not None:
         metrics |= summarize(prediction, reference)
         curves = {"t": times.tolist(), **per_time(prediction, reference, PER_TIME)}
+        rollout = _rollout(s, prediction, reference, times)
+        if rollout is not None:  # >= 2 frames: mse, nrmse, corr, spectra (rollout.py)
+            metrics |= rollout.metrics
+            curves |= rollout.per_time
     residual = method.residual(model)
     if residual is not None:
         metrics["residual"] = float(residual)
@@ -281,7 +291,23 @@ def _metrics(
             if curves is None
             else {k: [_finite(float(v)) for v in values] for k, values in curves.items()}
         ),
+        "rollout": None if rollout is None else rollout.info,
     }
+
+
+def _rollout(
+    s: EvaluateSettings, prediction: Tensor, reference: Tensor, times: Tensor
+) -> RolloutSummary | None:
+    """Rollout metrics (:mod:`pbdl_cli.evaluation.rollout`) of a prediction with >= 2 frames;
+    spectra treat the fields as periodic where the problem's grid is."""
+    threshold = getattr(s.config, "corr_threshold", None)  # no config key yet: the default
+    return rollout_summary(
+        prediction,
+        reference,
+        times,
+        periodic=bool(getattr(s.problem.grid, "is_periodic", False)),
+        threshold=CORR_THRESHOLD if threshold is None else float(threshold),
+    )
 
 
 def observation_mse(prediction: Tensor, observations: Observations | None) -> float | None:
@@ -381,6 +407,25 @@ def _plots(
     if losses is not None:
         figures.append(losses)
     return figures
+
+
+def _rollout_plot(out_dir: Path, result: dict[str, Any]) -> list[Path]:
+    """``error_vs_step.png`` of the rollout curves in ``result`` (where there are some)."""
+    from pbdl_cli.evaluation.plots import plot_error_vs_step
+
+    curves, info = result["per_time"], result.get("rollout")
+    if curves is None or info is None:
+        return []
+    frame = result["metrics"].get("corr_time_frame")
+    path = plot_error_vs_step(
+        out_dir / "error_vs_step.png",
+        curves["t"],
+        curves["rel_l2"],
+        curves.get("corr"),
+        threshold=info.get("corr_threshold"),
+        corr_frame=None if frame is None or not info.get("corr_time_reached") else int(frame),
+    )
+    return [path]
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:

@@ -73,6 +73,9 @@ class Train(Stage):
             torch.set_num_threads(s.config.threads)
         method = s.method
         model = method.build_model(cfg.model)
+        normalization = getattr(method, "normalization", None)  # grid methods
+        if normalization is not None:
+            normalization.save(run_dir / "normalization.json")
         count = sum(p.numel() for p in model.parameters())
         log.info(
             "training %s (%d parameters) with %s on %s, %s (%s)",
@@ -83,8 +86,11 @@ class Train(Stage):
             s.device,
             s.config.dtype.value,
         )
+        stored = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+        if stored["method"].get("data"):  # so that pbdl evaluate works from any directory
+            stored["method"]["data"] = str(Path(stored["method"]["data"]).resolve())
         extra = {
-            "config": OmegaConf.to_yaml(cfg, resolve=True),
+            "config": OmegaConf.to_yaml(OmegaConf.create(stored)),
             "plugins": {k: cfg[k].name for k in ("problem", "model", "method")},
         }
         result = fit(
@@ -106,6 +112,8 @@ class Train(Stage):
         }
         prediction = method.predict(model)
         reference = s.problem.reference(s.problem.times(), method.params)
+        if reference is None:  # e.g. grid methods: the test trajectories of their dataset
+            reference = method.reference()
         test: dict[str, float] = {}
         if reference is not None:
             values = evaluate_all(prediction.flatten(0, 1)[None], reference.flatten(0, 1)[None])

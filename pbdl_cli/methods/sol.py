@@ -1,0 +1,66 @@
+"""SOL: solver-in-the-loop training of a learned correction (Um et al. 2020,
+"Solver-in-the-loop: learning from differentiable physics to interact with iterative
+PDE-solvers", NeurIPS; PBDL book ch. 18).
+
+From a reference state r_t, the differentiable coarse solver P_s and the correction
+network c are unrolled n times, and the corrected states are compared with the reference
+frames (e.g. cell averages of a ``data.refine=4`` simulation):
+
+    s~_t = r_t,   s~_{t+i} = P_s(s~_{t+i-1}) + sigma c(N(P_s(s~_{t+i-1})), p)   (i = 1..n)
+    L = 1/n sum_{i=1..n} mean ((s~_{t+i} - r_{t+i}) / sigma)^2
+
+The gradient dL/dtheta flows through every network application and every solver step
+(book eq. 17.1), so the network learns from the states the corrected solver actually
+produces: n = 1 is PRE, larger n gives SOL-n. ``unroll_schedule`` grows n during
+training (a curriculum); ``init_scale`` (default 0.1) keeps the initial corrections
+small, so unrolling is stable from the start (as the book's gain-0.1 initialization).
+
+Shapes: windows history [B, 1, C, *spatial], future [B, n, C, *spatial] (n = the largest
+unroll); ``predict`` [B, T, C, *spatial] (see :mod:`pbdl_cli.methods.grid`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import Tensor, nn
+
+from pbdl_cli.methods import METHODS
+from pbdl_cli.methods.grid import CorrectedMethod, CorrectionConfig, UnrollConfig
+from pbdl_cli.problems.base import Problem
+from pbdl_cli.solvers import Solver
+
+
+@dataclasses.dataclass
+class SolConfig(CorrectionConfig, UnrollConfig):
+    """Options of ``sol``: those of corrections
+    (:class:`~pbdl_cli.methods.grid.CorrectionConfig`) and ``unroll`` n, ``unroll_schedule``
+    (:class:`~pbdl_cli.methods.grid.UnrollConfig`)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.check_unroll()
+
+
+@METHODS.register("sol")
+class SolverInTheLoop(CorrectedMethod):
+    """Correction network trained through n unrolled steps of the differentiable solver."""
+
+    Config = SolConfig
+    config: SolConfig
+
+    def __init__(
+        self,
+        config: SolConfig,
+        *,
+        problem: Problem,
+        device: torch.device,
+        dtype: torch.dtype,
+        solver: Solver | None = None,
+    ) -> None:
+        self.horizon = config.max_unroll
+        super().__init__(config, problem=problem, device=device, dtype=dtype, solver=solver)
+
+    def loss(self, model: nn.Module, step: int) -> dict[str, Tensor]:
+        return self.unrolled_loss(model, step, self.config.unroll_at(step))

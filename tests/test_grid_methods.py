@@ -1,0 +1,308 @@
+"""Grid-data methods (supervised on grid data, unrolled, non, pre, sol): train and evaluate
+end to end on a tiny generated dataset, windows and normalization, gradients through the
+solver, and clean errors."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pbdl_cli.data import Normalization, compute_normalization, read_trajectories
+from pbdl_cli.errors import PbdlError
+from pbdl_cli.methods import METHODS
+from pbdl_cli.methods.grid import GridMethod
+from pbdl_cli.methods.supervised_points import PointSupervised
+from pbdl_cli.problems import PROBLEMS
+from pbdl_cli.solvers import SOLVERS, rollout
+from tests.conftest import run_cli
+
+CPU = torch.device("cpu")
+#: the problem of the dataset: 32 cells, 7 frames of dt = 0.05, nu in [0.01, 0.05]
+PROBLEM = {
+    "nx": 32,
+    "t_end": 0.3,
+    "dt": 0.05,
+    "nu": 0.01,
+    "nu_range": [0.01, 0.05],
+    "ic": "sines",
+    "bc": "periodic",
+}
+#: the same as train overrides (train's Burgers defaults are the PINN benchmark's)
+OVERRIDES = [f"problem.{k}={v}".replace(" ", "") for k, v in PROBLEM.items()]
+TINY = {"name": "resnet", "width": 4, "blocks": 1}
+METHOD_NAMES = ("supervised", "unrolled", "non", "pre", "sol")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny dataset: cell averages of a 2x finer simulation (4 / 2 / 2 trajectories)."""
+    root = tmp_path_factory.mktemp("grid")
+    args = [o for o in OVERRIDES if not o.startswith(("problem.ic", "problem.bc"))]
+    result = run_cli(
+        "generate",
+        *args,
+        "solver=burgers_sl",
+        "data.n_train=4",
+        "data.n_val=2",
+        "data.n_test=2",
+        "data.refine=2",
+        "data.name=tiny",
+        "threads=1",
+        cwd=root,
+    )
+    assert result.returncode == 0, result.stderr
+    return root / "datasets" / "burgers" / "tiny"
+
+
+def build(name: str, root: Path, dtype: torch.dtype = torch.float64, **options):
+    problem = PROBLEMS.build({"name": "burgers", **PROBLEM})
+    solver = SOLVERS.build({"name": "burgers_sl"}, problem=problem)
+    deps = {"solver": solver} if METHODS.get(name).needs_solver else {}
+    config = {"name": name, "data": str(root), **options}
+    return METHODS.build(config, problem=problem, device=CPU, dtype=dtype, **deps)
+
+
+# -- end to end ----------------------------------------------------------------------------
+def test_train_and_evaluate_every_method(data: Path, tmp_path: Path):
+    sweep = tmp_path / "sweep"
+    trained = run_cli(
+        "train",
+        "-m",
+        f"method={','.join(METHOD_NAMES)}",
+        # ++: Hydra composes the sweep's base config with the default method (pinn) first
+        f"++method.data={data}",
+        *OVERRIDES,
+        "solver=burgers_sl",
+        "model=resnet",
+        "model.width=4",
+        "model.blocks=1",
+        "trainer.max_steps=3",
+        "trainer.lbfgs_steps=0",
+        "trainer.eval_every=2",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    assert trained.returncode == 0, trained.stderr
+    runs = [sweep / str(i) for i in range(len(METHOD_NAMES))]
+    evaluated = run_cli(
+        "evaluate", "-m", "run=" + ",".join(map(str, runs)), "plots=false", cwd=tmp_path
+    )
+    assert evaluated.returncode == 0, evaluated.stderr
+    test = read_trajectories(data / "test.h5")
+    seen = set()
+    for run in runs:
+        metrics = json.loads((run / "eval" / "metrics.json").read_text())
+        seen.add(metrics["method"])
+        assert metrics["has_reference"] and metrics["shape"] == [2, 7, 1, 32]
+        assert math.isfinite(metrics["metrics"]["rel_l2"])
+        assert metrics["params"]["nu"] == pytest.approx(test["params"]["nu"].tolist())
+        reference = read_trajectories(run / "eval" / "reference.h5")["fields"]["u"]
+        np.testing.assert_array_equal(reference, test["fields"]["u"])  # the test data
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["steps"] == 3 and math.isfinite(summary["train"]["loss"])
+        records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        assert any("val/rel_l2" in r for r in records)
+    assert seen == set(METHOD_NAMES)
+
+
+def test_dataset_and_problem_mismatch_is_a_clear_error(data: Path, tmp_path: Path):
+    args = [o for o in OVERRIDES if not o.startswith("problem.nx")]
+    result = run_cli(
+        "train", "method=unrolled", f"method.data={data}", *args, "problem.nx=64", cwd=tmp_path
+    )
+    assert result.returncode == 2
+    assert "other problem settings" in result.stderr and "nx=64" in result.stderr
+    assert "problem.nx=32" in result.stderr  # the override that fixes it
+    assert not (tmp_path / "outputs").exists()  # refused before any run directory
+
+
+# -- data ------------------------------------------------------------------------------------
+def test_windows_and_normalization_round_trip_through_the_method(data: Path, tmp_path: Path):
+    m = build("unrolled", data, unroll=2, history=2)
+    raw = read_trajectories(data / "train.h5")
+    u = torch.from_numpy(raw["fields"]["u"])  # [4, 7, 1, 32]
+    assert m.normalization == compute_normalization(data / "train.h5", fields=("u",))
+    assert m.param_names == ("nu",) and m.num_params == 1
+    # 4 windows per trajectory; window g: trajectory g // 4, frames s..s+1 and s+2..s+3
+    # with s = g % 4
+    history, future, params = m.train_windows.get_batch([0, 5])
+    assert torch.equal(history[0], u[0, 0:2]) and torch.equal(future[0], u[0, 2:4])
+    assert torch.equal(history[1], u[1, 1:3]) and torch.equal(future[1], u[1, 3:5])
+    assert params[:, 0].tolist() == pytest.approx(raw["params"]["nu"][:2].tolist())
+    # normalized train data: zero mean, unit std; denormalize inverts normalize
+    x = u.double()
+    z = m.normalize(x)
+    assert abs(float(z.mean())) < 1e-6 and float(z.std(unbiased=False)) == pytest.approx(1, 1e-6)
+    torch.testing.assert_close(m.denormalize(z), x)
+    nu = torch.from_numpy(raw["params"]["nu"]).double()[:, None]
+    assert float(m.param_input(nu).std(unbiased=False)) == pytest.approx(1, 1e-5)
+    # stored with a run and read back: the same statistics (pbdl evaluate rebuilds them)
+    again = Normalization.load(m.normalization.save(tmp_path / "normalization.json"))
+    assert again == m.normalization == build("unrolled", data).normalization
+    # the reference of evaluate is the test split; params are its trajectories'
+    test = read_trajectories(data / "test.h5")
+    assert torch.equal(m.reference(), torch.from_numpy(test["fields"]["u"]).double())
+    assert m.params["nu"].tolist() == pytest.approx(test["params"]["nu"].tolist())
+
+
+def test_batches_depend_only_on_the_step(data: Path):
+    a = build("supervised", data, batch_size=5)  # 24 windows: 5 batches per epoch
+    seen = [a.batch(step) for step in range(10)]
+    b = build("supervised", data, batch_size=5)  # a resumed run: new objects
+    for step in (6, 2, 3):  # jump in, jump back, go on
+        for x, y in zip(seen[step], b.batch(step), strict=True):
+            assert torch.equal(x, y)
+    first_epoch = torch.cat([h for h, _, _ in seen[:5]])
+    assert first_epoch.shape[0] == 24  # every window once per epoch
+    assert not torch.equal(first_epoch, torch.cat([h for h, _, _ in seen[5:]]))
+
+
+# -- the steppers ----------------------------------------------------------------------------
+def test_non_is_the_plain_solver_rollout(data: Path):
+    m = build("non", data, dtype=torch.float32)
+    model = m.build_model(TINY)
+    assert sum(p.numel() for p in model.parameters()) == 0
+    test = read_trajectories(data / "test.h5")
+    u0 = torch.from_numpy(test["fields"]["u"][:, 0])
+    params = {"nu": torch.from_numpy(test["params"]["nu"])}
+    with torch.no_grad():
+        expected = rollout(m.solver, u0, 6, m.problem.dt, params)
+    assert torch.equal(m.predict(model), expected.double())
+    terms = m.loss(model, 0)
+    terms["loss"].backward()  # a graph, but nothing to train
+    assert set(terms) == {"loss"} and 0 < float(terms["loss"].detach()) < 0.1
+
+
+def test_unrolled_with_one_step_is_the_supervised_loss(data: Path):
+    sup = build("supervised", data, residual=True)
+    one = build("unrolled", data, unroll=1, residual=True)
+    model, same = sup.build_model(TINY), one.build_model(TINY)
+    for p, q in zip(model.parameters(), same.parameters(), strict=True):
+        assert torch.equal(p, q)  # the same seed: the same network
+    history, future, params = sup.batch(0)
+    nu = (params - sup._p_mean) / sup._p_std
+    x = sup.normalize(history)[:, 0]
+    by_hand = (x + model(x, nu) - sup.normalize(future)[:, 0]).square().mean()
+    torch.testing.assert_close(sup.loss(model, 0)["loss"], by_hand)
+    torch.testing.assert_close(one.loss(same, 0)["loss"], by_hand)
+    # two steps: the second input is the first prediction
+    two = build("unrolled", data, unroll=2)
+    model = two.build_model(TINY)
+    history, future, params = two.batch(0)
+    nu = (params - two._p_mean) / two._p_std
+    first = model(two.normalize(history)[:, 0], nu)
+    second = model(first, nu)
+    target = two.normalize(future)
+    by_hand = ((first - target[:, 0]).square().mean() + (second - target[:, 1]).square().mean()) / 2
+    terms = two.loss(model, 0)
+    torch.testing.assert_close(terms["loss"], by_hand)
+    torch.testing.assert_close(terms["last"], (second - target[:, 1]).square().mean())
+
+
+def test_pre_trains_the_correction_of_one_solver_step(data: Path):
+    m = build("pre", data, init_scale=1.0)
+    model = m.build_model(TINY)
+    history, future, params = m.batch(0)
+    coarse = m.solver(history[:, 0], m.problem.dt, {"nu": params[:, 0]})
+    corrected = coarse + m._std * model(m.normalize(coarse), (params - m._p_mean) / m._p_std)
+    expected = ((corrected - future[:, 0]) / m._std).square().mean()
+    torch.testing.assert_close(m.loss(model, 0)["loss"], expected)
+    # the small start of corrections: init_scale multiplies model.out_init_scale
+    small = build("pre", data).build_model(TINY)
+    torch.testing.assert_close(small.decoder.weight, 0.1 * model.decoder.weight)
+
+
+def test_sol_gradients_reach_the_network_through_the_solver(data: Path):
+    """d(loss)/d(one encoder weight) of SOL-3 equals a central finite difference (float64);
+    leaving out the path through the solver gives a different gradient."""
+    m = build("sol", data, unroll=3, init_scale=1.0, batch_size=4)
+    model = m.build_model(TINY)
+    weight = model.encoder.weight
+    index = (1, 0, 1)
+    loss = m.loss(model, 0)["loss"]
+    (grad,) = torch.autograd.grad(loss, weight)
+    eps = 1e-6
+    with torch.no_grad():
+        original = weight[index].item()
+        weight[index] = original + eps
+        plus = m.loss(model, 0)["loss"].item()
+        weight[index] = original - eps
+        minus = m.loss(model, 0)["loss"].item()
+        weight[index] = original
+    difference = (plus - minus) / (2 * eps)
+    assert grad[index].item() == pytest.approx(difference, rel=1e-6, abs=1e-12)
+    # the same loss with the solver's input detached: only the network's own paths remain
+    solve = m.solve
+    m.solve = lambda state, params: solve(state.detach(), params)  # type: ignore[method-assign]
+    (cut,) = torch.autograd.grad(m.loss(model, 0)["loss"], weight)
+    assert abs(cut[index].item() - difference) > 1e-3 * abs(difference)
+
+
+def test_unroll_schedule_and_horizon(data: Path):
+    m = build("sol", data, unroll=1, unroll_schedule=[[0, 1], [10, 2], [20, 3]])
+    assert [m.config.unroll_at(s) for s in (0, 9, 10, 25)] == [1, 1, 2, 3]
+    assert m.horizon == 3 and m.train_windows.horizon == 3
+    model = m.build_model(TINY)
+    assert set(m.loss(model, 0)) == {"loss", "last"}
+    with pytest.raises(PbdlError, match="unroll_schedule"):
+        build("sol", data, unroll_schedule=[[10, 2], [5, 3]])
+
+
+def test_model_sizes_padding_and_conditioning(data: Path):
+    m = build("unrolled", data, history=2, unroll=1)
+    model = m.build_model(TINY)
+    assert model.in_channels == 2 and model.num_params == 1
+    assert m.model_config(TINY)["padding"] == "circular"
+    assert build("unrolled", data, condition=False).build_model(TINY).num_params == 0
+    m.problem = PROBLEMS.build({"name": "burgers", **PROBLEM, "bc": "dirichlet"})
+    assert m.model_config(TINY)["padding"] == "zeros"  # the default circular is replaced
+    assert m.model_config({**TINY, "padding": "replicate"})["padding"] == "replicate"
+
+
+# -- the supervised facade and errors ------------------------------------------------------
+def test_supervised_dispatches_on_method_data(data: Path):
+    grid = build("supervised", data)
+    assert isinstance(grid.impl, GridMethod) and grid.config.batch_size is None
+    assert grid.impl.config.batch_size == 32 and grid.reference() is not None
+    osc = PROBLEMS.build({"name": "oscillator"})
+    point = METHODS.build({"name": "supervised"}, problem=osc, device=CPU, dtype=torch.float64)
+    assert isinstance(point.impl, PointSupervised) and point.impl.config.batch_size == 0
+    assert point.reference() is None and point.in_features == 1  # attributes delegate
+    with pytest.raises(PbdlError, match="history applies only to grid data"):
+        METHODS.build(
+            {"name": "supervised", "history": 2}, problem=osc, device=CPU, dtype=torch.float64
+        )
+
+
+def test_errors(data: Path, tmp_path: Path):
+    with pytest.raises(PbdlError, match=r"method\.data is not set"):
+        build("unrolled", data, data=None)
+    with pytest.raises(PbdlError, match="no such directory"):
+        build("unrolled", tmp_path / "nothing")
+    with pytest.raises(PbdlError, match=r"not a dataset: it lacks train\.h5, test\.h5"):
+        build("unrolled", tmp_path)
+    with pytest.raises(PbdlError, match="is a split file"):
+        build("unrolled", data / "train.h5")
+    with pytest.raises(PbdlError, match="history must be 1"):
+        build("sol", data, history=2)
+    with pytest.raises(PbdlError, match="T=7 frames"):
+        build("unrolled", data, unroll=7)
+    with pytest.raises(PbdlError, match="needs a grid model"):
+        build("unrolled", data).build_model({"name": "mlp"})
+    problem = PROBLEMS.build({"name": "burgers", **PROBLEM})
+    with pytest.raises(PbdlError, match="steps with a solver"):
+        METHODS.build({"name": "sol", "data": str(data)}, problem=problem, device=CPU,
+                      dtype=torch.float64)  # fmt: skip
