@@ -509,7 +509,8 @@ def table_columns(report: Report) -> list[tuple[str, str]]:
     """``(key, header)`` of the table's columns (problem/method/model where they vary)."""
     columns = [("name", "run")] + [(k, k) for k in report.varied]
     for part in ("problem", "method", "model"):  # only where they differ between the runs
-        if len({getattr(run, part) for run in report.runs}) > 1:
+        # (and not when a swept override of the same name shows it already)
+        if part not in report.varied and len({getattr(run, part) for run in report.runs}) > 1:
             columns.append((part, part))
     columns += [("steps", "steps"), ("seconds", "time [s]"), ("train/loss", "train loss")]
     columns += [(k, k) for k in report.metric_keys]
