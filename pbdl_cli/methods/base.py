@@ -6,6 +6,19 @@ validation metrics, and predicts the solution on the problem's output grid, whic
 evaluation compares with the reference.
 
 Shapes: ``predict`` returns [B, T, C, *spatial] on the problem's times and cell centres.
+
+Data-parallel training (``trainer.strategy=ddp``, :mod:`pbdl_cli.training.distributed`)
+needs two optional hooks, which are deliberately not defined here, so that a method
+without them is refused with a clear message (and a method that delegates attribute
+lookups to an implementation, like ``supervised``, offers them exactly when its
+implementation does):
+
+- ``set_distributed(rank, world_size)``: from now on, compute the loss of step s on this
+  process's shard (``rank`` of ``world_size``) of the global batch that one process with
+  ``world_size`` times the batch size would use at step s (the grid methods:
+  :meth:`~pbdl_cli.methods.grid.GridMethod.set_distributed`).
+- ``shard_weight(step) -> float``: the factor on this process's loss that makes the mean
+  over the processes the global batch's loss (1 for even shards).
 """
 
 from __future__ import annotations

@@ -64,6 +64,8 @@ SPLITS = ("train", "val", "test")
 PREDICT_CHUNK = 256
 #: problem keys that do not shape the data (inverse-problem observations)
 _IGNORED_PROBLEM_KEYS = ("observe_",)
+#: problem keys in which a ``test_data`` split may differ from the run (parameter ranges)
+_TEST_MAY_DIFFER = ("_range",)
 
 
 @dataclasses.dataclass
@@ -84,6 +86,10 @@ class GridConfig(PluginConfig):
             windows (0: none).
         condition: feed the normalized trajectory parameters to the network as constant
             channels (``num_params``).
+        test_data: optional dataset directory whose ``test.h5`` replaces the test split of
+            ``data`` (what ``predict`` rolls out and ``pbdl evaluate`` scores), e.g. one
+            generated with parameters beyond the training range; its problem settings
+            may differ from the run's only in parameter ranges (``*_range`` keys).
     """
 
     data: str | None = None
@@ -96,6 +102,7 @@ class GridConfig(PluginConfig):
     val_trajectories: int = 4
     noise: float = 0.0
     condition: bool = True
+    test_data: str | None = None
 
     def __post_init__(self) -> None:
         if self.history < 1:
@@ -177,6 +184,18 @@ def dataset_splits(data: str | None, method: str) -> dict[str, Path]:
     return files
 
 
+def held_out_split(test_data: str, method: str) -> Path:
+    """The ``test.h5`` of dataset directory ``test_data`` (``method.test_data``)."""
+    path = Path(test_data) / "test.h5"
+    if not path.is_file():
+        raise PbdlError(
+            f"method.test_data={test_data} has no test.h5; method '{method}' takes the test "
+            "split of that dataset directory (generate one with pbdl generate data.n_train=0 "
+            "data.n_val=0 data.n_test=...)"
+        )
+    return path
+
+
 def _plain(value: Any) -> Any:
     """A config value as plain python (enums as their values)."""
     if isinstance(value, DictConfig) or dataclasses.is_dataclass(value):
@@ -193,9 +212,10 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
-def check_dataset_problem(path: Path, problem: Problem) -> None:
+def check_dataset_problem(path: Path, problem: Problem, may_differ: tuple[str, ...] = ()) -> None:
     """Raise :class:`PbdlError` unless split ``path`` was generated for ``problem``: the same
-    problem plugin and settings (observation keys aside), grid, times and fields."""
+    problem plugin and settings (observation keys and keys ending with one of
+    ``may_differ`` aside), grid, times and fields."""
     with open_dataset(path) as f:
         attrs = dict(f.attrs)
         fields = {name: tuple(ds.shape) for name, ds in f["fields"].items()}
@@ -212,6 +232,7 @@ def check_dataset_problem(path: Path, problem: Problem) -> None:
             key
             for key in sorted(set(ours) | set(theirs))
             if not key.startswith(_IGNORED_PROBLEM_KEYS)
+            and not (may_differ and key.endswith(may_differ))
             and not _same(ours.get(key), theirs.get(key))
         ]
         if diff:
@@ -255,6 +276,9 @@ class GridMethod(Method):
     horizon: int = 1
     #: whether the stepper runs the solver (then ``solver`` must be given)
     uses_solver: bool = False
+    #: data-parallel training (:meth:`set_distributed`): this process's shard of each batch
+    rank: int = 0
+    world_size: int = 1
 
     def __init__(
         self,
@@ -286,6 +310,9 @@ class GridMethod(Method):
         self.solver = solver
         self.files = dataset_splits(config.data, name)
         check_dataset_problem(self.files["train"], problem)
+        if config.test_data:  # e.g. parameters beyond the training range
+            self.files["test"] = held_out_split(config.test_data, name)
+            check_dataset_problem(self.files["test"], problem, _TEST_MAY_DIFFER)
         self.history = config.history
         self.num_times = len(problem.times())
         if windows_per_trajectory(self.num_times, self.history, self.horizon) == 0:
@@ -331,10 +358,15 @@ class GridMethod(Method):
 
     @cached_property
     def loader(self) -> torch.utils.data.DataLoader:
+        """Batches of ``batch_size`` windows; data-parallel: this process's shard of the
+        global batches of ``world_size x batch_size`` windows."""
         c = self.config
+        windows = self.train_windows
+        if self.world_size > 1:
+            windows = _ShardOfBatch(windows, self.rank, self.world_size)  # type: ignore[assignment]
         return make_loader(
-            self.train_windows,
-            batch_size=c.batch_size,
+            windows,
+            batch_size=c.batch_size * self.world_size,
             seed=derive_seed(c.seed, "batches"),
             num_workers=c.num_workers,
         )
@@ -384,10 +416,46 @@ class GridMethod(Method):
         if self.config.noise > 0:
             g = torch.Generator(device=self.device)
             g.manual_seed(derive_seed(self.config.seed, "noise", step))
-            eps = torch.randn(history.shape, generator=g, device=self.device, dtype=self.dtype)
+            # the noise of the global batch, of which this process takes its shard's part
+            size, (lo, hi) = self._shard(step)
+            shape = (size, *history.shape[1:])
+            eps = torch.randn(shape, generator=g, device=self.device, dtype=self.dtype)[lo:hi]
             history = history + self.config.noise * self._std * eps
         self._batch = (step, (history, future, params))
         return self._batch[1]
+
+    # -- data-parallel training -----------------------------------------------------------
+    def set_distributed(self, rank: int, world_size: int) -> None:
+        """Train as process ``rank`` of ``world_size`` (``trainer.strategy=ddp``): the loss
+        of step s is computed on shard ``rank`` of the global batch of ``world_size x
+        batch_size`` windows that one process with that batch size would draw at step s
+        (contiguous shards, sizes differing by at most one), so that the averaged
+        gradients equal those of the single process (see :meth:`shard_weight`)."""
+        if (rank, world_size) == (self.rank, self.world_size):
+            return
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside 0..{world_size - 1}")
+        self.rank, self.world_size = rank, world_size
+        self.__dict__.pop("loader", None)  # a new loader of global batches
+        self._batch, self._iterator, self._position = None, None, (-1, -1)
+
+    def shard_weight(self, step: int) -> float:
+        """Factor on this process's loss at step ``step`` such that the mean over the
+        processes is the loss of the global batch: shard size x world size / global batch
+        size (1 for even shards; 0 for a process without windows in the last batch of an
+        epoch, which evaluates one window to take part in the gradient average)."""
+        size, _ = self._shard(step)
+        lo, hi = _shard_bounds(size, self.rank, self.world_size)
+        return (hi - lo) * self.world_size / size
+
+    def _shard(self, step: int) -> tuple[int, tuple[int, int]]:
+        """Size of step ``step``'s global batch and this process's rows of it."""
+        per_epoch = len(self.loader)
+        global_size = self.config.batch_size * self.world_size
+        index = step % per_epoch
+        size = min(global_size, len(self.train_windows) - index * global_size)
+        lo, hi = _shard_bounds(size, self.rank, self.world_size)
+        return size, (lo, hi) if hi > lo else (0, 1)
 
     # -- normalization --------------------------------------------------------------------
     def normalize(self, x: Tensor) -> Tensor:
@@ -589,6 +657,29 @@ class CorrectedMethod(GridMethod):
 
     def advance(self, model: nn.Module, frames: Tensor, params: Tensor) -> Tensor:
         return self.correct(model, self.solve(frames[:, -1], params), params)
+
+
+def _shard_bounds(size: int, rank: int, world_size: int) -> tuple[int, int]:
+    """Rows [lo, hi) of process ``rank`` of a batch of ``size`` rows split into
+    ``world_size`` contiguous shards (the first ``size % world_size`` one row larger)."""
+    base, extra = divmod(size, world_size)
+    lo = rank * base + min(rank, extra)
+    return lo, lo + base + (rank < extra)
+
+
+class _ShardOfBatch:
+    """Windows whose batches are one process's shard of the requested global batch (one
+    window, weighted 0 by :meth:`GridMethod.shard_weight`, where its shard is empty)."""
+
+    def __init__(self, windows: WindowDataset, rank: int, world_size: int) -> None:
+        self.windows, self.rank, self.world_size = windows, rank, world_size
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def get_batch(self, indices: list[int]) -> tuple[Tensor, Tensor, Tensor]:
+        lo, hi = _shard_bounds(len(indices), self.rank, self.world_size)
+        return self.windows.get_batch(indices[lo:hi] if hi > lo else indices[:1])
 
 
 def _read_params(path: Path) -> Params:

@@ -2,8 +2,13 @@
 
 The run directory (Hydra's) receives ``metrics.jsonl``, ``checkpoints/{last,best}.pt``
 (with the resolved config and plugin names) and ``summary.json``: the final training
-loss terms and, where the problem has an exact solution, the prediction's errors on the
-problem's output grid (``problem.nx`` cells x ``problem.dt`` frames).
+loss terms and the prediction's errors against the problem's exact solution or, where it
+has none, the method's reference (e.g. the test split of a dataset), on the problem's
+output grid (``problem.nx`` cells x ``problem.dt`` frames).
+
+With ``trainer.strategy=ddp`` (launched by ``torchrun``) every process runs this stage:
+they agree on rank 0's run directory, train data-parallel, and rank 0 alone writes files
+and prints (see :mod:`pbdl_cli.training.distributed`).
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ from pbdl_cli.models import MODELS
 from pbdl_cli.problems import PROBLEMS, Problem
 from pbdl_cli.stages import STAGES
 from pbdl_cli.stages.base import Stage
-from pbdl_cli.training.trainer import TrainerConfig, fit
+from pbdl_cli.training import distributed
+from pbdl_cli.training.distributed import Launch
+from pbdl_cli.training.trainer import TrainerConfig, TrainingDiverged, TrainingInterrupted, fit
 from pbdl_cli.utils.device import resolve_device, resolve_dtype
 from pbdl_cli.utils.files import atomic_write_text
 
@@ -42,6 +49,8 @@ class TrainSettings:
     trainer: TrainerConfig
     device: torch.device
     dtype: torch.dtype
+    #: this process's place in a data-parallel run (trainer.strategy=ddp)
+    launch: Launch = dataclasses.field(default_factory=Launch)
 
 
 @STAGES.register("train")
@@ -55,9 +64,14 @@ class Train(Stage):
         MODELS.config(cfg.model)
         trainer = to_schema(cfg.trainer, TrainerConfig, path="trainer")
         config: TrainConfig = to_schema(cfg, TrainConfig, path="")
-        device, dtype = resolve_device(config.device), resolve_dtype(config.dtype.value)
+        # torchrun's environment must match trainer.strategy; ddp: cuda -> cuda:LOCAL_RANK
+        launch = distributed.launch_environment(trainer.strategy.value)
+        device = distributed.process_device(launch, resolve_device(config.device))
+        dtype = resolve_dtype(config.dtype.value)
         # building the method checks that it fits the problem, before any run starts
         method = build_method(cfg, problem=problem, device=device, dtype=dtype)
+        if launch.distributed:  # refuses methods whose loss does not shard
+            distributed.shard_method(method, launch.rank, launch.world_size)
         return TrainSettings(
             config=config,
             problem=problem,
@@ -65,16 +79,30 @@ class Train(Stage):
             trainer=trainer,
             device=device,
             dtype=dtype,
+            launch=launch,
         )
 
     def run(self, settings: TrainSettings, cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-        s = settings
-        if s.config.threads is not None:
-            torch.set_num_threads(s.config.threads)
-        method = s.method
+        launch = settings.launch
+        if settings.config.threads is not None:
+            torch.set_num_threads(settings.config.threads)
+        with (
+            distributed.process_group(launch, settings.device),
+            distributed.quiet_unless_main(launch),
+        ):
+            run_dir = distributed.shared_run_dir(run_dir, launch)
+            try:
+                return self._train(settings, cfg, run_dir)
+            except (TrainingDiverged, TrainingInterrupted) as error:
+                if launch.is_main:
+                    raise
+                raise SystemExit(error.exit_code) from None  # every rank stops; rank 0 says why
+
+    def _train(self, s: TrainSettings, cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+        method, main = s.method, s.launch.is_main
         model = method.build_model(cfg.model)
         normalization = getattr(method, "normalization", None)  # grid methods
-        if normalization is not None:
+        if normalization is not None and main:
             normalization.save(run_dir / "normalization.json")
         count = sum(p.numel() for p in model.parameters())
         log.info(
@@ -86,6 +114,12 @@ class Train(Stage):
             s.device,
             s.config.dtype.value,
         )
+        if s.launch.distributed:
+            log.info(
+                "data-parallel over %d processes: global batch %d x method.batch_size",
+                s.launch.world_size,
+                s.launch.world_size,
+            )
         stored = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
         if stored["method"].get("data"):  # so that pbdl evaluate works from any directory
             stored["method"]["data"] = str(Path(stored["method"]["data"]).resolve())
@@ -101,8 +135,10 @@ class Train(Stage):
             resume=s.config.resume,
             validate_key="rel_l2",
             extra=extra,
-            resume_hint=_resume_command(run_dir),
+            resume_hint=_resume_command(run_dir, s.launch),
         )
+        if not main:  # rank 0 scores the model and writes the summary
+            return {"steps": result.steps, "train": result.terms, "rank": s.launch.rank}
         summary: dict[str, Any] = {
             "steps": result.steps,
             "seconds": result.seconds,
@@ -112,8 +148,12 @@ class Train(Stage):
         }
         prediction = method.predict(model)
         reference = s.problem.reference(s.problem.times(), method.params)
-        if reference is None:  # e.g. grid methods: the test trajectories of their dataset
+        if reference is not None:
+            summary["reference"] = "exact solution"
+        else:  # e.g. grid methods: the test trajectories of their dataset
             reference = method.reference()
+            if reference is not None:
+                summary["reference"] = "test data"
         test: dict[str, float] = {}
         if reference is not None:
             values = evaluate_all(prediction.flatten(0, 1)[None], reference.flatten(0, 1)[None])
@@ -127,7 +167,7 @@ class Train(Stage):
         return summary
 
 
-def _resume_command(run_dir: Path) -> str:
+def _resume_command(run_dir: Path, launch: Launch | None = None) -> str:
     try:
         from hydra.core.hydra_config import HydraConfig
 
@@ -135,7 +175,13 @@ def _resume_command(run_dir: Path) -> str:
     except ValueError:  # not inside a Hydra run
         overrides = []
     args = [*overrides, "resume=true", f"hydra.run.dir={run_dir}"]
-    return "pbdl train " + " ".join(shlex.quote(a) for a in args)
+    command = "pbdl train"
+    if launch is not None and launch.distributed:
+        if launch.local_world_size == launch.world_size:  # one node
+            command = f"torchrun --nproc_per_node={launch.world_size} -m pbdl_cli train"
+        else:
+            command = "torchrun <the same launch options> -m pbdl_cli train"
+    return f"{command} " + " ".join(shlex.quote(a) for a in args)
 
 
 def _print_summary(summary: dict[str, Any], run_dir: Path, s: TrainSettings) -> None:
@@ -156,6 +202,6 @@ def _print_summary(summary: dict[str, Any], run_dir: Path, s: TrainSettings) -> 
             sizes = sizes[1:]
         grid = " x ".join(map(str, sizes)) + " grid"
         console.print(
-            f"relative L2 error against the exact solution: "
+            f"relative L2 error against the {summary.get('reference', 'reference')}: "
             f"[bold]{summary['test']['rel_l2']:.3e}[/bold] ({grid})"
         )

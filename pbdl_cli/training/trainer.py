@@ -13,6 +13,15 @@ Around that it keeps a run directory: ``metrics.jsonl`` (one JSON object per log
 ``last.pt`` exactly: model, optimizer, scheduler, step and random states are restored.
 Ctrl-C or SIGTERM finish the current step, save ``last.pt`` and stop; a non-finite loss
 stops before the update, leaving the last good checkpoint in place.
+
+``strategy=ddp`` trains data-parallel inside a process group started by torchrun (see
+:mod:`pbdl_cli.training.distributed`): each process computes the loss on its shard of
+the step's global batch (``method.set_distributed``), DistributedDataParallel averages
+the gradients, and one all-reduce per loss evaluation averages the loss terms (what is
+logged and what L-BFGS sees) together with a stop flag, so that every process takes the
+same decisions (non-finite loss, Ctrl-C/SIGTERM of any process). Rank 0 alone writes
+``metrics.jsonl``, TensorBoard events and checkpoints (with its random states), shows
+the progress bar and validates; on resume every process loads ``last.pt``.
 """
 
 from __future__ import annotations
@@ -32,10 +41,12 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from pbdl_cli.errors import PbdlError
+from pbdl_cli.training import distributed
 from pbdl_cli.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 
 
@@ -44,6 +55,11 @@ class OptimizerName(str, enum.Enum):
     adamw = "adamw"
     sgd = "sgd"
     lbfgs = "lbfgs"
+
+
+class StrategyName(str, enum.Enum):
+    single = "single"
+    ddp = "ddp"
 
 
 class SchedulerName(str, enum.Enum):
@@ -72,6 +88,8 @@ class TrainerConfig:
         seed: seeds torch, numpy and python's random at the start.
         tensorboard: also write TensorBoard event files to ``<run dir>/tensorboard``
             (``null``: when the ``tensorboard`` package is installed).
+        strategy: single (one process) or ddp (data-parallel over the processes of a
+            torchrun launch; the method's batch is per process).
     """
 
     max_steps: int = 1000
@@ -93,6 +111,7 @@ class TrainerConfig:
     checkpoint_every: int = 500
     seed: int = 0
     tensorboard: bool | None = None
+    strategy: StrategyName = StrategyName.single
 
     def __post_init__(self) -> None:
         if self.max_steps < 0 or self.lbfgs_steps < 0 or self.max_steps + self.lbfgs_steps < 1:
@@ -163,8 +182,26 @@ def fit(
     """
     checkpoints = run_dir / "checkpoints"
     metrics_path = run_dir / "metrics.jsonl"
-    run_dir.mkdir(parents=True, exist_ok=True)
     total = config.max_steps + config.lbfgs_steps
+
+    # 0. data-parallel: this process's shard of every batch, gradients averaged by DDP
+    sync: distributed.StepSync | None = None
+    net, main = model, True
+    if config.strategy is StrategyName.ddp:
+        if not dist.is_initialized():
+            raise PbdlError(
+                "trainer.strategy=ddp needs a process group: launch with "
+                f"{distributed.LAUNCH} (fit runs inside distributed.process_group)"
+            )
+        rank, world = distributed.rank_and_world_size()
+        distributed.shard_method(method, rank, world)
+        sync, main = distributed.StepSync(world), rank == 0
+        if any(p.requires_grad and p.numel() for p in model.parameters()):
+            device = _device_of(model)
+            ids = [device] if device.type == "cuda" else None
+            net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
 
     # 1. seeds and the first phase
     if not resume:
@@ -172,7 +209,8 @@ def fit(
     phase = _make_phase(config, model, lbfgs=config.optimizer is OptimizerName.lbfgs)
     step, best = 0, math.inf
 
-    # 2. resume: restore everything that shapes the next step
+    # 2. resume: restore everything that shapes the next step (every process loads
+    # last.pt; data-parallel processes all continue with rank 0's random states)
     if resume:
         state = load_checkpoint(checkpoints / "last.pt", map_location=_device_of(model))
         model.load_state_dict(state["model"])
@@ -182,9 +220,12 @@ def fit(
         if phase.scheduler is not None and state.get("scheduler") is not None:
             phase.scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
-        _truncate_metrics(metrics_path, step)
+        if main:
+            _truncate_metrics(metrics_path, step)
 
     def checkpoint(path: Path) -> None:
+        if not main:
+            return
         save_checkpoint(
             path,
             {
@@ -201,15 +242,23 @@ def fit(
 
     # 3. the loop
     start, terms = time.perf_counter(), {}
-    bar = tqdm(total=total, initial=step, desc="train", unit="step", disable=None, leave=False)
+    bar = tqdm(
+        total=total,
+        initial=step,
+        desc="train",
+        unit="step",
+        disable=None if main else True,
+        leave=False,
+    )
+    tensorboard = _tensorboard_dir(config, run_dir)  # (every process checks the package)
     with (
         _deferred_interrupts() as interrupted,
-        _MetricsLog(metrics_path, _tensorboard_dir(config, run_dir), step) as log,
+        _MetricsLog(metrics_path if main else None, tensorboard if main else None, step) as log,
     ):
         while step < total:
             if step == phase.last_step:  # switch to the L-BFGS phase
                 phase = _make_phase(config, model, lbfgs=True)
-            terms = _train_step(method, model, phase, config, step)
+            terms, stop = _train_step(method, net, phase, config, step, sync, interrupted)
             if not all(math.isfinite(v) for v in terms.values()):
                 bar.close()
                 raise TrainingDiverged(
@@ -227,7 +276,7 @@ def fit(
                 record["time"] = time.perf_counter() - start
                 log.write(record)
                 bar.set_postfix({k: f"{v:.3g}" for k, v in terms.items()}, refresh=False)
-            if (config.eval_every and step % config.eval_every == 0) or step == total:
+            if main and ((config.eval_every and step % config.eval_every == 0) or step == total):
                 value = _validate(
                     method, model, step, log, validate_key, time.perf_counter() - start
                 )
@@ -237,7 +286,7 @@ def fit(
                     checkpoint(checkpoints / "best.pt")
             if (config.checkpoint_every and step % config.checkpoint_every == 0) or step == total:
                 checkpoint(checkpoints / "last.pt")
-            if interrupted():
+            if stop if sync is not None else interrupted():
                 checkpoint(checkpoints / "last.pt")
                 bar.close()
                 raise TrainingInterrupted(
@@ -254,21 +303,37 @@ def fit(
 
 
 def _train_step(
-    method: Method, model: nn.Module, phase: _Phase, config: TrainerConfig, step: int
-) -> dict[str, float]:
-    """One optimizer step; returns the loss terms (floats) of the evaluated state."""
+    method: Method,
+    model: nn.Module,
+    phase: _Phase,
+    config: TrainerConfig,
+    step: int,
+    sync: distributed.StepSync | None = None,
+    interrupted: Callable[[], bool] = lambda: False,
+) -> tuple[dict[str, float], bool]:
+    """One optimizer step: the loss terms (floats) of the evaluated state. Data-parallel
+    (``sync``): the terms of the global batch, and whether to stop after this step (an
+    interrupt of any process), agreed on by all processes at the step's last loss
+    evaluation; single process: False (the loop asks ``interrupted`` itself)."""
     optimizer = phase.optimizer
     seen: dict[str, Tensor] = {}
+    stop = [False]
+    weight = getattr(method, "shard_weight", None) if sync is not None else None
 
     def closure() -> Tensor:
         optimizer.zero_grad(set_to_none=True)
         terms = method.loss(model, step)
+        if weight is not None and (w := weight(step)) != 1.0:  # an uneven shard
+            terms = {k: v * w for k, v in terms.items()}
         loss = terms["loss"]
-        if torch.isfinite(loss):  # never backpropagate NaNs into the optimizer state
+        values = {k: v.detach() for k, v in terms.items()}
+        if sync is not None:  # the global batch's terms; every process decides the same
+            values, stop[0] = sync(values, interrupted())
+        if torch.isfinite(values["loss"]):  # never backpropagate NaNs into the optimizer state
             loss.backward()
         seen.clear()
-        seen.update({k: v.detach() for k, v in terms.items()})
-        return loss
+        seen.update(values)
+        return loss if sync is None else values["loss"]
 
     custom = getattr(method, "step", None)
     if custom is not None:
@@ -278,13 +343,13 @@ def _train_step(
     else:
         loss = closure()
         if not torch.isfinite(loss):
-            return {k: float(v) for k, v in seen.items()}
+            return {k: float(v) for k, v in seen.items()}, stop[0]
         if config.grad_clip is not None:
             nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
     if phase.scheduler is not None:
         phase.scheduler.step()
-    return {k: float(v) for k, v in seen.items()}
+    return {k: float(v) for k, v in seen.items()}, stop[0]
 
 
 def _make_phase(config: TrainerConfig, model: nn.Module, *, lbfgs: bool) -> _Phase:
@@ -345,10 +410,11 @@ def _validate(
 
 class _MetricsLog:
     """``metrics.jsonl`` (one JSON object per record) and, optionally, TensorBoard scalars
-    (every numeric entry of a record, against its ``step``)."""
+    (every numeric entry of a record, against its ``step``); ``path=None``: nothing (the
+    processes other than rank 0 of a data-parallel run)."""
 
-    def __init__(self, path: Path, tensorboard: Path | None, step: int) -> None:
-        self.file = path.open("a")
+    def __init__(self, path: Path | None, tensorboard: Path | None, step: int) -> None:
+        self.file = path.open("a") if path is not None else None
         self.writer = None
         if tensorboard is not None:
             from torch.utils.tensorboard import SummaryWriter
@@ -357,6 +423,8 @@ class _MetricsLog:
             self.writer = SummaryWriter(str(tensorboard), purge_step=step + 1 if step else None)
 
     def write(self, record: dict[str, Any]) -> None:
+        if self.file is None:
+            return
         self.file.write(json.dumps(record) + "\n")
         self.file.flush()
         if self.writer is not None:
@@ -369,7 +437,8 @@ class _MetricsLog:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.file.close()
+        if self.file is not None:
+            self.file.close()
         if self.writer is not None:
             self.writer.close()
 
