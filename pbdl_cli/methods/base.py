@@ -74,3 +74,37 @@ class Method(ABC):
         """Mean absolute PDE residual of the prediction (``pbdl evaluate``), or None where
         the method cannot compute one."""
         return None
+
+
+class Delegating(Method):
+    """A registered method that hands everything to one of several implementations,
+    chosen from the problem or the config (``dp``: solver or static operator;
+    ``supervised``: point or grid data). Subclasses set ``self.impl`` in ``__init__``;
+    other attributes of the implementation (``normalization``, ``batch``, ...) are
+    reachable through the facade."""
+
+    impl: Method
+
+    def __getattr__(self, name: str) -> Any:
+        impl = self.__dict__.get("impl")
+        if impl is None:
+            raise AttributeError(name)
+        return getattr(impl, name)
+
+    def build_model(self, model_config: Any) -> nn.Module:
+        return self.impl.build_model(model_config)
+
+    def loss(self, model: nn.Module, step: int) -> dict[str, Tensor]:
+        return self.impl.loss(model, step)
+
+    def validate(self, model: nn.Module) -> dict[str, float]:
+        return self.impl.validate(model)
+
+    def predict(self, model: nn.Module) -> Tensor:
+        return self.impl.predict(model)
+
+    def residual(self, model: nn.Module) -> float | None:
+        return self.impl.residual(model)
+
+    def reference(self) -> Tensor | None:
+        return self.impl.reference()

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from pbdl_cli.errors import PbdlError
 from pbdl_cli.methods import METHODS
-from pbdl_cli.methods.base import Method
+from pbdl_cli.methods.base import Delegating, Method
 from pbdl_cli.methods.points import CHUNK
 from pbdl_cli.methods.supervised_points import PointSupervised
 from pbdl_cli.models import MODELS
@@ -65,7 +65,7 @@ class DPConfig(PluginConfig):
 
 
 @METHODS.register("dp")
-class DifferentiablePhysics(Method):
+class DifferentiablePhysics(Delegating):
     """Optimize or train through the physics: the solver, or a static forward operator."""
 
     Config = DPConfig
@@ -93,21 +93,6 @@ class DifferentiablePhysics(Method):
         else:
             self.impl = ThroughSolver(config, solver=solver, **deps)
         self.params = self.impl.params
-
-    def build_model(self, model_config: Any) -> nn.Module:
-        return self.impl.build_model(model_config)
-
-    def loss(self, model: nn.Module, step: int) -> dict[str, Tensor]:
-        return self.impl.loss(model, step)
-
-    def validate(self, model: nn.Module) -> dict[str, float]:
-        return self.impl.validate(model)
-
-    def predict(self, model: nn.Module) -> Tensor:
-        return self.impl.predict(model)
-
-    def residual(self, model: nn.Module) -> float | None:
-        return self.impl.residual(model)
 
 
 class ThroughOperator(PointSupervised):

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from pbdl_cli.methods import METHODS
-from pbdl_cli.methods.base import Method
+from pbdl_cli.methods.base import Delegating, Method
 from pbdl_cli.methods.grid import GridConfig, SurrogateConfig, SurrogateMethod
 from pbdl_cli.methods.points import CoordinateMethod
 from pbdl_cli.methods.supervised_points import PointSupervised, PointSupervisedConfig
@@ -98,7 +98,7 @@ class SupervisedGrid(SurrogateMethod):
 
 
 @METHODS.register("supervised")
-class SupervisedMethod(Method):
+class SupervisedMethod(Delegating):
     """Supervised learning on point observations or, with ``method.data``, on grid data."""
 
     Config = SupervisedConfig
@@ -122,34 +122,6 @@ class SupervisedMethod(Method):
         else:
             self.impl = SupervisedGrid(config.grid_options(), **deps)
         self.params = self.impl.params
-
-    def __getattr__(self, name: str) -> Any:
-        # attributes of the implementation (normalization, data_inputs, batch, ...)
-        impl = self.__dict__.get("impl")
-        if impl is None:
-            raise AttributeError(name)
-        return getattr(impl, name)
-
-    def build_model(self, model_config: Any) -> nn.Module:
-        return self.impl.build_model(model_config)
-
-    def loss(self, model: nn.Module, step: int) -> dict[str, Tensor]:
-        return self.impl.loss(model, step)
-
-    def validate(self, model: nn.Module) -> dict[str, float]:
-        return self.impl.validate(model)
-
-    def predict(self, model: nn.Module) -> Tensor:
-        return self.impl.predict(model)
-
-    def residual(self, model: nn.Module) -> float | None:
-        return self.impl.residual(model)
-
-    def reference(self) -> Tensor | None:
-        """Grid data: the test trajectories; point data: None (the problem's reference)."""
-        if isinstance(self.impl, SupervisedGrid):
-            return self.impl.reference()
-        return None
 
 
 __all__ = ["SupervisedConfig", "SupervisedGrid", "SupervisedMethod"]
