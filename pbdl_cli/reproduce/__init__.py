@@ -34,6 +34,7 @@ def get(name: str) -> Reproduction:
 from pbdl_cli.reproduce import (  # noqa: E402,F401
     burgers_pinn_raissi,
     burgers_pinn_vs_dp,
+    burgers_sol,
     oscillator_pinn,
     parabola,
 )

@@ -120,6 +120,8 @@ class Check:
     #: judged in ``--quick`` mode too (qualitative checks that hold at CI scale)
     quick: bool = False
     below_factor: float = 1.0
+    #: left out of ``--quick`` (its variants are ``full_only``)
+    full_only: bool = False
 
     def target(self) -> str:
         if self.factor is not None:
@@ -223,7 +225,7 @@ def run_reproduction(
         results[variant.name] = _run_variant(
             variant, overrides, out / variant.name, f"[{i}/{len(variants)}]", force, prepared
         )
-    checks = [_judge(c, results, quick) for c in repro.checks]
+    checks = [_judge(c, results, quick) for c in repro.checks if not (quick and c.full_only)]
     figures = repro.figures(out, results) if repro.figures is not None else []
     summary = repro.summary(results) if repro.summary is not None else ""
     payload = {
