@@ -184,6 +184,44 @@ class CheckpointChoice(str, enum.Enum):
     last = "last"
 
 
+class AnimationFormat(str, enum.Enum):
+    auto = "auto"  # mp4 where ffmpeg is available, else gif
+    gif = "gif"
+    mp4 = "mp4"
+
+
+@dataclasses.dataclass
+class GalleryConfig:
+    """``gallery.*`` of ``pbdl evaluate``: the figures of 2D predictions
+    (:mod:`pbdl_cli.evaluation.gallery`).
+
+    Attributes:
+        fields: the fields (or derived ``vorticity``) to show; null: all.
+        trajectory: the trajectory (index into B) shown.
+        panels: frames in ``frames_<field>.png``, evenly spaced, first and last included.
+        animate: write an animation per field.
+        format: ``gif`` (pillow), ``mp4`` (ffmpeg) or ``auto`` (mp4 where ffmpeg is found).
+        max_frames: most frames of an animation (evenly subsampled).
+        fps: animation frames per second.
+        dpi: resolution of the animations (the PNGs use the figures' usual one).
+    """
+
+    fields: list[str] | None = None
+    trajectory: int = 0
+    panels: int = 5
+    animate: bool = True
+    format: AnimationFormat = AnimationFormat.auto
+    max_frames: int = 50
+    fps: int = 10
+    dpi: int = 72
+
+    def __post_init__(self) -> None:
+        if self.trajectory < 0:
+            raise ValueError("gallery.trajectory must be >= 0")
+        if min(self.panels, self.max_frames, self.fps, self.dpi) < 1:
+            raise ValueError("gallery.panels, max_frames, fps and dpi must be >= 1")
+
+
 @dataclasses.dataclass
 class EvaluateConfig:
     """Top level of ``pbdl evaluate`` (see conf/evaluate.yaml and docs/evaluate.md).
@@ -195,6 +233,7 @@ class EvaluateConfig:
         device: where the model runs (``auto``, ``cpu``, ``cuda``, ...).
         threads: torch CPU threads; null takes the train run's setting.
         plots: write the PNG figures.
+        gallery: the figures and animations of 2D predictions.
     """
 
     run: str = MISSING
@@ -202,6 +241,7 @@ class EvaluateConfig:
     device: str = "auto"
     threads: int | None = None
     plots: bool = True
+    gallery: GalleryConfig = dataclasses.field(default_factory=GalleryConfig)
     plugins: list[str] = dataclasses.field(default_factory=list)
 
     def __post_init__(self) -> None:

@@ -16,7 +16,7 @@ import os
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from matplotlib import colormaps
@@ -24,19 +24,22 @@ from matplotlib.figure import Figure
 
 from pbdl_cli.utils.files import default_mode
 
+if TYPE_CHECKING:
+    from pbdl_cli.config import GalleryConfig
+
 DPI = 120
 #: colour of the reference in line plots
 REF_COLOUR = "black"
 
 
-def save_figure(fig: Figure, path: Path) -> Path:
+def save_figure(fig: Figure, path: Path, *, dpi: float = DPI) -> Path:
     """Write ``fig`` as a PNG to ``path`` through a temporary file; returns ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     os.chmod(tmp, default_mode())
     try:
-        fig.savefig(tmp, format="png", dpi=DPI)
+        fig.savefig(tmp, format="png", dpi=dpi)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -205,47 +208,6 @@ def plot_profile(
     return _curves(path, x, prediction, reference, fields, points, xlabel="x", point_style=style)
 
 
-# -- 2D frames -----------------------------------------------------------------------------
-def plot_frame_2d(
-    path: Path,
-    prediction: np.ndarray,
-    reference: np.ndarray | None,
-    x: np.ndarray,
-    y: np.ndarray,
-    *,
-    field: str = "u",
-    title: str = "",
-) -> Path:
-    """Images of one frame of a 2D field: prediction, reference and |error|.
-
-    Args:
-        prediction, reference: [X, Y] (reference may be None).
-        x: [X], y: [Y] cell centres.
-    """
-    panels = 1 if reference is None else 3
-    fig = Figure(figsize=(4.0 * panels + 0.6, 3.6), layout="constrained")
-    axes = fig.subplots(1, panels, squeeze=False, sharey=True)[0]
-    both = [prediction] if reference is None else [prediction, reference]
-    vmin = float(min(np.nanmin(a) for a in both))
-    vmax = float(max(np.nanmax(a) for a in both))
-    names = ("prediction", "reference")
-    for ax, name, data in zip(axes, names, both, strict=False):
-        mesh = ax.pcolormesh(x, y, data.T, shading="nearest", cmap="RdBu_r", vmin=vmin, vmax=vmax)
-        ax.set_title(f"{name} {field} {title}".strip())
-        ax.set_aspect("equal")
-    fig.colorbar(mesh, ax=list(axes[: len(both)]), shrink=0.9)
-    if reference is not None:
-        error = np.abs(prediction - reference)
-        mesh = axes[2].pcolormesh(x, y, error.T, shading="nearest", cmap="magma")
-        axes[2].set_title("|error|")
-        axes[2].set_aspect("equal")
-        fig.colorbar(mesh, ax=axes[2], shrink=0.9)
-    for ax in axes:
-        ax.set_xlabel("x")
-    axes[0].set_ylabel("y")
-    return save_figure(fig, path)
-
-
 # -- training curves -----------------------------------------------------------------------
 def plot_losses(path: Path, records: Sequence[Mapping[str, Any]]) -> Path | None:
     """Training terms (``train/<term>``) and validation metrics (``val/<name>``) against the
@@ -376,6 +338,7 @@ def plot_prediction(
     *,
     fields: Sequence[str],
     observations: Mapping[str, np.ndarray] | None = None,
+    gallery: GalleryConfig | None = None,
 ) -> list[Path]:
     """The figures that fit the shape of one trajectory; returns the files written.
 
@@ -385,7 +348,8 @@ def plot_prediction(
     [T, C], T > 1 (time only)    ``time_series.png``: u_c(t) with observations
     [1, C, X] (static, 1D)       ``profile.png``: y_c(x) with observations
     [T, C, X], T > 1             ``space_time_<field>.png``, ``slices_<field>.png``
-    [T, C, X, Y]                 ``frame_<field>.png`` (last frame)
+    [T, C, X, Y]                 ``frames_<field>.png``, ``anim_<field>.gif``
+                                 (:mod:`~pbdl_cli.evaluation.gallery`)
     ===========================  ===============================================
 
     Args:
@@ -393,6 +357,7 @@ def plot_prediction(
         times: [T]; coords: spatial axis name -> [S_k] cell centres, in axis order.
         fields: channel names ([C]).
         observations: optional ``{"t": [N], "x": [N, D], "u": [N, C]}``.
+        gallery: ``gallery.*`` options of 2D predictions (None: the defaults).
     """
     spatial = prediction.ndim - 2
     axes = list(coords.values())
@@ -448,16 +413,9 @@ def plot_prediction(
                 )
             )
     elif spatial == 2:
-        for c, field in enumerate(fields):
-            written.append(
-                plot_frame_2d(
-                    out_dir / f"frame_{field}.png",
-                    prediction[-1, c],
-                    None if reference is None else reference[-1, c],
-                    axes[0],
-                    axes[1],
-                    field=field,
-                    title=f"t = {times[-1]:.3g}",
-                )
-            )
+        from pbdl_cli.evaluation.gallery import write_gallery
+
+        written += write_gallery(
+            out_dir, prediction, reference, times, coords, fields=fields, options=gallery
+        )
     return written

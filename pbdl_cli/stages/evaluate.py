@@ -105,6 +105,19 @@ def train_config(state: dict[str, Any], checkpoint: Path) -> DictConfig:
     return cfg
 
 
+def _check_gallery_fields(shown: list[str], problem: Problem) -> None:
+    """``gallery.fields`` names only fields of ``problem`` or derived ones."""
+    from pbdl_cli.evaluation.gallery import DERIVED
+
+    known = [*problem.fields, *DERIVED]
+    unknown = [f for f in shown if f not in known]
+    if unknown:
+        raise PbdlError(
+            f"gallery.fields: {', '.join(unknown)} is not a field of {problem.name} "
+            f"(choose from {', '.join(known)}; vorticity needs u and v)"
+        )
+
+
 @STAGES.register("evaluate")
 class Evaluate(Stage):
     """Score a trained run: metrics, prediction file and plots in <run>/eval."""
@@ -140,6 +153,8 @@ class Evaluate(Stage):
             method = build_method(train_cfg, problem=problem, device=device, dtype=dtype)
         except PbdlError as error:
             raise PbdlError(f"cannot rebuild the run from {checkpoint}: {error}") from None
+        if config.gallery.fields is not None:
+            _check_gallery_fields(config.gallery.fields, problem)
         return EvaluateSettings(
             config=config,
             run=run,
@@ -203,6 +218,11 @@ def evaluate(s: EvaluateSettings, out_dir: Path) -> dict[str, Any]:
                 exit_code=1,
             )
     observations = problem.observations(method.params)
+    if s.config.plots and len(coords) == 2 and s.config.gallery.trajectory >= len(prediction):
+        raise PbdlError(
+            f"gallery.trajectory={s.config.gallery.trajectory}, but the prediction has "
+            f"{len(prediction)} trajectories (0 to {len(prediction) - 1})"
+        )
 
     result = _metrics(s, model, prediction, reference, observations, times, step)
     files = {"metrics": "metrics.json", "prediction": "prediction.h5"}
@@ -383,7 +403,8 @@ def _plots(
     coords: dict[str, Tensor],
     observations: Observations | None,
 ) -> list[Path]:
-    """Figures of the first trajectory and the loss curves; returns the files written."""
+    """Figures of the first trajectory (of ``gallery.trajectory`` for 2D predictions) and
+    the loss curves; returns the files written."""
     from pbdl_cli.evaluation.plots import plot_losses, plot_prediction
 
     obs = None
@@ -393,14 +414,17 @@ def _plots(
             "x": observations.x.detach().double().cpu().reshape(len(observations), -1).numpy(),
             "u": observations.u.detach().double().cpu().reshape(len(observations), -1).numpy(),
         }
+    gallery = s.config.gallery
+    b = gallery.trajectory if len(coords) == 2 else 0  # the 2D gallery may show another one
     figures = plot_prediction(
         out_dir,
-        prediction[0].numpy(),
-        None if reference is None else reference[0].numpy(),
+        prediction[b].numpy(),
+        None if reference is None else reference[b].numpy(),
         times.numpy(),
         {k: v.numpy() for k, v in coords.items()},
         fields=list(s.problem.fields),
         observations=obs,
+        gallery=gallery,
     )
     records = read_records(s.run / "metrics.jsonl")
     losses = plot_losses(out_dir / "loss.png", records)
