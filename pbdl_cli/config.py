@@ -233,6 +233,8 @@ class EvaluateConfig:
         device: where the model runs (``auto``, ``cpu``, ``cuda``, ...).
         threads: torch CPU threads; null takes the train run's setting.
         plots: write the PNG figures.
+        time_reference_solver: for data simulated on a finer grid (``data.refine``), time
+            that solver on the test states and report the prediction's speed-up over it.
         gallery: the figures and animations of 2D predictions.
     """
 
@@ -241,6 +243,7 @@ class EvaluateConfig:
     device: str = "auto"
     threads: int | None = None
     plots: bool = True
+    time_reference_solver: bool = True
     gallery: GalleryConfig = dataclasses.field(default_factory=GalleryConfig)
     plugins: list[str] = dataclasses.field(default_factory=list)
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -115,7 +117,28 @@ def test_train_and_evaluate_every_method(data: Path, tmp_path: Path):
         assert summary["steps"] == 3 and math.isfinite(summary["train"]["loss"])
         records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         assert any("val/rel_l2" in r for r in records)
+        runtime = metrics["runtime"]  # the prediction timed, and the 2x finer solver
+        assert runtime["steps"] == 6 and runtime["trajectories"] == 2
+        assert runtime["seconds_per_step"] == pytest.approx(runtime["predict_seconds"] / 6)
+        fine = runtime["reference_solver"]
+        assert fine["grid"] == [64] and fine["refine"] == 2 and fine["solver"] == "burgers_sl"
+        assert fine["seconds_per_step"] > 0
+        assert runtime["speedup"] == pytest.approx(
+            fine["seconds_per_step"] / runtime["seconds_per_step"]
+        )
     assert seen == set(METHOD_NAMES)
+
+
+def test_reference_solver_runtime_needs_refined_data(data: Path, tmp_path: Path):
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for split in ("train", "test"):  # the same data, marked as simulated on their own grid
+        shutil.copy(data / f"{split}.h5", plain / f"{split}.h5")
+        with h5py.File(plain / f"{split}.h5", "r+") as f:
+            del f.attrs["refine"]
+    assert build("non", plain).reference_solver_runtime() is None
+    timed = build("non", data).reference_solver_runtime(max_steps=2)
+    assert timed is not None and timed["steps_timed"] == 2 and timed["grid"] == [64]
 
 
 def test_dataset_and_problem_mismatch_is_a_clear_error(data: Path, tmp_path: Path):

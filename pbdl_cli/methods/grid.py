@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import time
 from abc import abstractmethod
 from collections.abc import Iterator
 from functools import cached_property
@@ -590,6 +591,47 @@ class GridMethod(Method):
         first, rest, _ = self._trajectories("test")
         return torch.cat([first, rest], dim=1).double()
 
+    def reference_solver_runtime(self, max_steps: int = 10) -> dict[str, Any] | None:
+        """Seconds per output interval of the solver that made the test split, where it
+        was simulated on a finer grid (``data.refine`` > 1; ``None`` otherwise), on every
+        test trajectory at once, on this run's device and dtype: what a learned rollout
+        replaces. Times up to ``max_steps`` intervals from the test states' first frame
+        (repeated onto the fine cells), after one untimed interval."""
+        from pbdl_cli.problems import PROBLEMS
+        from pbdl_cli.stages.generate import refined_simulation
+
+        path = self.files["test"]
+        with open_dataset(path) as f:
+            refine = int(f.attrs.get("refine", 1))
+            text = f.attrs.get("config")
+        if refine <= 1 or not isinstance(text, str):
+            return None
+        stored = OmegaConf.create(text)
+        problem = PROBLEMS.build(stored.problem)
+        fine_problem, solver = refined_simulation(problem, stored.solver, refine)
+        first, _, _ = self._trajectories("test")
+        state = first[:, -1].to(self.device, self.dtype)
+        for axis in range(2, state.dim()):
+            state = state.repeat_interleave(refine, dim=axis)
+        params = {k: v.to(self.device, self.dtype) for k, v in _read_params(path).items()}
+        steps = max(1, min(max_steps, self.num_times - 1))
+        dt = fine_problem.dt
+        with torch.no_grad():
+            state = solver(state, dt, params)  # warm-up (allocations, kernels)
+            _synchronize(self.device)
+            start = time.perf_counter()
+            for _ in range(steps):
+                state = solver(state, dt, params)
+            _synchronize(self.device)
+            seconds = time.perf_counter() - start
+        return {
+            "seconds_per_step": seconds / steps,
+            "steps_timed": steps,
+            "grid": list(fine_problem.grid.shape),
+            "refine": refine,
+            "solver": str(stored.solver.name),
+        }
+
 
 @dataclasses.dataclass
 class SurrogateConfig(GridConfig):
@@ -680,6 +722,11 @@ class _ShardOfBatch:
     def get_batch(self, indices: list[int]) -> tuple[Tensor, Tensor, Tensor]:
         lo, hi = _shard_bounds(len(indices), self.rank, self.world_size)
         return self.windows.get_batch(indices[lo:hi] if hi > lo else indices[:1])
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _read_params(path: Path) -> Params:

@@ -23,6 +23,7 @@ import dataclasses
 import json
 import logging
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -205,7 +206,13 @@ def evaluate(s: EvaluateSettings, out_dir: Path) -> dict[str, Any]:
 
     times = problem.times().double()
     coords = {k: v.double() for k, v in problem.coords().items()}
-    prediction = _as_prediction(method.predict(model), problem, times, coords, "prediction")
+    start = time.perf_counter()
+    with torch.no_grad():
+        predicted = method.predict(model)
+    if s.device.type == "cuda":
+        torch.cuda.synchronize(s.device)
+    seconds = time.perf_counter() - start
+    prediction = _as_prediction(predicted, problem, times, coords, "prediction")
     reference = problem.reference(times, method.params)
     if reference is None:  # e.g. grid methods: the test trajectories of their dataset
         reference = method.reference()
@@ -225,6 +232,7 @@ def evaluate(s: EvaluateSettings, out_dir: Path) -> dict[str, Any]:
         )
 
     result = _metrics(s, model, prediction, reference, observations, times, step)
+    result["runtime"] = _runtime(s, seconds, prediction.shape[0], len(times) - 1)
     files = {"metrics": "metrics.json", "prediction": "prediction.h5"}
     write_trajectories(
         out_dir / "prediction.h5", prediction, s, times, coords, kind="prediction", step=step
@@ -242,6 +250,25 @@ def evaluate(s: EvaluateSettings, out_dir: Path) -> dict[str, Any]:
     atomic_write_text(out_dir / "metrics.json", json.dumps(result, indent=2) + "\n")
     _print_summary(result, out_dir)
     return result
+
+
+def _runtime(s: EvaluateSettings, seconds: float, trajectories: int, steps: int) -> dict[str, Any]:
+    """Wall-clock seconds of the prediction (all trajectories at once) and per output
+    step, and, for data simulated on a finer grid, the seconds per step of that solver
+    and the speed-up of the prediction over it."""
+    runtime: dict[str, Any] = {
+        "device": str(s.device),
+        "predict_seconds": seconds,
+        "trajectories": trajectories,
+        "steps": steps,
+        "seconds_per_step": seconds / max(steps, 1),
+    }
+    timing = getattr(s.method, "reference_solver_runtime", None)
+    fine = timing() if callable(timing) and s.config.time_reference_solver else None
+    if fine is not None:
+        runtime["reference_solver"] = fine
+        runtime["speedup"] = fine["seconds_per_step"] / max(runtime["seconds_per_step"], 1e-12)
+    return runtime
 
 
 def _as_prediction(
@@ -482,4 +509,17 @@ def _print_summary(result: dict[str, Any], out_dir: Path) -> None:
         soft_wrap=True,
     )
     console.print(table)
+    runtime = result.get("runtime") or {}
+    if "seconds_per_step" in runtime:
+        line = (
+            f"prediction: {runtime['predict_seconds']:.3g} s for {runtime['trajectories']} "
+            f"trajectories x {runtime['steps']} steps ({runtime['seconds_per_step']:.3g} s/step)"
+        )
+        fine = runtime.get("reference_solver")
+        if fine:
+            line += (
+                f"; the reference solver on {'x'.join(map(str, fine['grid']))} cells: "
+                f"{fine['seconds_per_step']:.3g} s/step (speed-up {runtime['speedup']:.3g}x)"
+            )
+        console.print(line, soft_wrap=True)
     console.print(f"evaluation written to {out_dir}", soft_wrap=True)

@@ -75,6 +75,18 @@ def dataset_name(cfg: DictConfig, problem: Problem) -> str:
     return f"{problem.slug()}-{digest}"
 
 
+def refined_simulation(problem: Problem, solver_cfg: Any, refine: int) -> tuple[Problem, Solver]:
+    """The problem ``refine`` times finer and its solver (``refine`` times more substeps
+    where ``solver.substeps`` is fixed; the CFL rule refines time by itself otherwise):
+    the simulation behind a ``data.refine`` dataset."""
+    simulated = problem.refined(refine)
+    fine_solver = OmegaConf.to_container(solver_cfg, resolve=True)
+    assert isinstance(fine_solver, dict)
+    if fine_solver.get("substeps") is not None:
+        fine_solver["substeps"] *= refine
+    return simulated, SOLVERS.build(fine_solver, problem=simulated)
+
+
 @STAGES.register("generate")
 class Generate(Stage):
     """Simulate a dataset with a differentiable solver and store it as HDF5 (schema v1)."""
@@ -92,11 +104,7 @@ class Generate(Stage):
         config: GenerateConfig = to_schema(cfg, GenerateConfig, path="")
         simulated, simulator = problem, solver
         if config.data.refine > 1:
-            simulated = problem.refined(config.data.refine)
-            fine_solver = OmegaConf.to_container(cfg.solver, resolve=True)
-            if fine_solver.get("substeps") is not None:  # else the CFL rule refines time
-                fine_solver["substeps"] *= config.data.refine
-            simulator = SOLVERS.build(fine_solver, problem=simulated)
+            simulated, simulator = refined_simulation(problem, cfg.solver, config.data.refine)
         name = config.data.name if config.data.name != "auto" else dataset_name(cfg, problem)
         target = Path(config.data.root) / problem.name / name
         if target.exists() and not config.overwrite:
