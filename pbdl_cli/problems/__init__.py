@@ -5,6 +5,7 @@ from pbdl_cli.registry import Registry
 
 PROBLEMS: Registry[type[Problem]] = Registry("problem", group="problem")
 
-from pbdl_cli.problems import burgers, oscillator, parabola  # noqa: E402,F401  (registers them)
+# importing registers them
+from pbdl_cli.problems import burgers, oscillator, parabola, taylor_green  # noqa: E402,F401
 
 __all__ = ["PROBLEMS", "Grid", "Params", "PluginConfig", "Problem"]

@@ -7,6 +7,6 @@ from pbdl_cli.solvers.rollout import Stepper, rollout
 
 SOLVERS: Registry[type[Solver]] = Registry("solver", group="solver")
 
-from pbdl_cli.solvers import burgers_sl, burgers_spectral  # noqa: E402,F401
+from pbdl_cli.solvers import burgers_sl, burgers_spectral, ns_mac  # noqa: E402,F401
 
 __all__ = ["SOLVERS", "Solver", "SolverConfig", "Stepper", "rollout"]

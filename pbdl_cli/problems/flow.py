@@ -1,0 +1,175 @@
+"""Flow problems: what a 2D incompressible-flow problem tells its solver.
+
+The physics side of the MAC-grid flows of :mod:`pbdl_cli.solvers.ns`: the boundary
+conditions of the four sides (:class:`Boundary`), obstacles, forcing and sources
+(:class:`FlowSetup`), and the :class:`FlowProblem` protocol: a problem whose states are
+``[B, 2 + S, nx, ny]`` (``u`` on the left faces, ``v`` on the bottom faces, S
+cell-centred scalars) implements ``flow_setup(params) -> FlowSetup``. The ``ns_mac``
+solver calls it once per output interval with the trajectories' parameters, so
+boundaries, obstacles and forces may depend on them. Also: cell masks of discs and
+boxes, and the coarsening of a staggered state (``data.refine``).
+
+The MAC layout itself and the numerics are in :mod:`pbdl_cli.solvers.ns.mac`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+from pbdl_cli.problems.base import Grid, Params
+
+
+class Kind(str, enum.Enum):
+    """Boundary condition of one side of the box."""
+
+    periodic = "periodic"
+    no_slip = "no_slip"
+    free_slip = "free_slip"
+    inflow = "inflow"
+    outflow = "outflow"
+
+
+@dataclasses.dataclass(frozen=True)
+class Side:
+    """One side: its kind and, for ``inflow``, the prescribed velocity ``(u, v)``."""
+
+    kind: Kind = Kind.no_slip
+    velocity: tuple[float, float] = (0.0, 0.0)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", Kind(self.kind))
+
+
+@dataclasses.dataclass(frozen=True)
+class Boundary:
+    """Boundary conditions of the four sides; periodic sides come in pairs."""
+
+    x_lo: Side = Side()
+    x_hi: Side = Side()
+    y_lo: Side = Side()
+    y_hi: Side = Side()
+
+    def __post_init__(self) -> None:
+        for a, b in ((self.x_lo, self.x_hi), (self.y_lo, self.y_hi)):
+            if (a.kind is Kind.periodic) != (b.kind is Kind.periodic):
+                raise ValueError("periodic sides must come in pairs (x_lo with x_hi, ...)")
+
+    @classmethod
+    def periodic(cls) -> Boundary:
+        p = Side(Kind.periodic)
+        return cls(p, p, p, p)
+
+    @classmethod
+    def closed(cls, kind: Kind | str = Kind.no_slip) -> Boundary:
+        w = Side(Kind(kind))
+        return cls(w, w, w, w)
+
+    def side(self, axis: int, upper: bool) -> Side:
+        return ((self.x_lo, self.x_hi), (self.y_lo, self.y_hi))[axis][int(upper)]
+
+    @property
+    def periodic_axes(self) -> tuple[bool, bool]:
+        return (self.x_lo.kind is Kind.periodic, self.y_lo.kind is Kind.periodic)
+
+    @property
+    def has_outflow(self) -> bool:
+        return any(s.kind is Kind.outflow for s in (self.x_lo, self.x_hi, self.y_lo, self.y_hi))
+
+
+@dataclasses.dataclass
+class FlowSetup:
+    """Boundaries, obstacles and forcing of a flow (tensors on any device; the solver
+    moves them to the state's device and dtype).
+
+    Attributes:
+        boundary: the four sides (periodic, walls, inflow, outflow).
+        obstacle: solid cells, bool or 0/1 [B or 1, nx, ny]; None: no obstacle.
+        buoyancy: Boussinesq factor xi (float or [B]): the y-velocity gains
+            ``dt * xi * s`` with s the scalar ``buoyancy_scalar`` interpolated to the
+            y-faces (after the scalar was advected).
+        buoyancy_scalar: name of the scalar channel that drives buoyancy.
+        body_force: constant acceleration (g_x, g_y) added to every free face.
+        sources: scalar channel name -> source rate [B or 1, nx, ny] per unit time: the
+            scalar gains ``dt * rate`` every substep (smoke inflow regions).
+    """
+
+    boundary: Boundary
+    obstacle: Tensor | None = None
+    buoyancy: float | Tensor = 0.0
+    buoyancy_scalar: str = "marker"
+    body_force: tuple[float, float] = (0.0, 0.0)
+    sources: dict[str, Tensor] = dataclasses.field(default_factory=dict)
+
+
+@runtime_checkable
+class FlowProblem(Protocol):
+    """A problem that ``ns_mac`` can integrate: fields ``("u", "v", *scalars)``."""
+
+    fields: tuple[str, ...]
+
+    @property
+    def grid(self) -> Grid: ...
+
+    def flow_setup(self, params: Params) -> FlowSetup: ...
+
+
+# -- obstacle masks ---------------------------------------------------------------------
+def _cell_centres(
+    shape: Sequence[int], lower: Sequence[float], upper: Sequence[float]
+) -> tuple[Tensor, Tensor]:
+    axes = [
+        lo + (torch.arange(n, dtype=torch.float64) + 0.5) * (hi - lo) / n
+        for n, lo, hi in zip(shape, lower, upper, strict=True)
+    ]
+    return torch.meshgrid(*axes, indexing="ij")
+
+
+def sphere_mask(
+    shape: Sequence[int],
+    lower: Sequence[float],
+    upper: Sequence[float],
+    centre: Sequence[float],
+    radius: float,
+) -> Tensor:
+    """Cells whose centre lies inside the disc: bool [1, nx, ny]."""
+    x, y = _cell_centres(shape, lower, upper)
+    return (((x - centre[0]) ** 2 + (y - centre[1]) ** 2) <= radius**2)[None]
+
+
+def box_mask(
+    shape: Sequence[int],
+    lower: Sequence[float],
+    upper: Sequence[float],
+    box_lower: Sequence[float],
+    box_upper: Sequence[float],
+) -> Tensor:
+    """Cells whose centre lies inside the axis-aligned box: bool [1, nx, ny]."""
+    x, y = _cell_centres(shape, lower, upper)
+    inside = (x >= box_lower[0]) & (x <= box_upper[0]) & (y >= box_lower[1]) & (y <= box_upper[1])
+    return inside[None]
+
+
+def coarsen_state(state: Tensor, factor: int) -> Tensor:
+    """A ``factor`` times finer state [B, C, F nx, F ny] on the coarse MAC grid.
+
+    Velocities are averaged over the coarse face (the fine faces on it: a flux average,
+    so a divergence-free fine field stays divergence-free); scalars are cell averages.
+    """
+    if factor == 1:
+        return state
+    pool = torch.nn.functional.avg_pool1d
+    u, v, rest = state[:, 0], state[:, 1], state[:, 2:]
+    b, nx, ny = u.shape
+    u = pool(u[:, ::factor].reshape(-1, 1, ny), factor).view(b, nx // factor, ny // factor)
+    vt = v[:, :, ::factor].transpose(1, 2).reshape(-1, 1, nx)
+    v = pool(vt, factor).view(b, ny // factor, nx // factor).transpose(1, 2)
+    out = [u[:, None], v[:, None]]
+    if rest.shape[1]:
+        out.append(torch.nn.functional.avg_pool2d(rest, factor))
+    return torch.cat(out, dim=1)
