@@ -129,6 +129,36 @@ def test_train_and_evaluate_every_method(data: Path, tmp_path: Path):
     assert seen == set(METHOD_NAMES)
 
 
+def test_every_model_trains_and_evaluates_with_the_same_command(data: Path, tmp_path: Path):
+    sweep = tmp_path / "models"
+    trained = run_cli(
+        "train",
+        "-m",
+        "model=resnet,unet,fno",
+        "method=sol",
+        f"++method.data={data}",
+        *OVERRIDES,
+        "solver=burgers_sl",
+        "model.width=4",
+        "trainer.max_steps=2",
+        "trainer.lbfgs_steps=0",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    assert trained.returncode == 0, trained.stderr
+    runs = [sweep / str(i) for i in range(3)]
+    evaluated = run_cli(
+        "evaluate", "-m", "run=" + ",".join(map(str, runs)), "plots=false", cwd=tmp_path
+    )
+    assert evaluated.returncode == 0, evaluated.stderr
+    models = set()
+    for run in runs:
+        metrics = json.loads((run / "eval" / "metrics.json").read_text())
+        models.add(metrics["model"])
+        assert metrics["shape"] == [2, 7, 1, 32] and math.isfinite(metrics["metrics"]["rel_l2"])
+    assert models == {"resnet", "unet", "fno"}
+
+
 def test_reference_solver_runtime_needs_refined_data(data: Path, tmp_path: Path):
     plain = tmp_path / "plain"
     plain.mkdir()
