@@ -11,7 +11,16 @@ from pbdl_cli.registry import Registry
 
 METHODS: Registry[type[Method]] = Registry("method", group="method")
 
-from pbdl_cli.methods import dp, non, pinn, pre, sol, supervised, unrolled  # noqa: E402,F401
+from pbdl_cli.methods import (  # noqa: E402,F401
+    dp,
+    non,
+    pinn,
+    pre,
+    projection,
+    sol,
+    supervised,
+    unrolled,
+)
 
 
 def build_method(cfg: Any, *, problem: Problem, device: torch.device, dtype: torch.dtype) -> Method:

@@ -35,6 +35,7 @@ from pbdl_cli.reproduce import (  # noqa: E402,F401
     burgers_pinn_raissi,
     burgers_pinn_vs_dp,
     burgers_sol,
+    hhd,
     oscillator_pinn,
     parabola,
 )

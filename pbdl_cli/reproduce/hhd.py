@@ -1,0 +1,243 @@
+"""PBDL book ch. 9, "Learning the Helmholtz-Hodge decomposition" (Tompson et al. 2017).
+
+A U-Net p = f(div u~) is trained without pressure labels, by the divergence left after
+the projection u~ - grad p, on 100 random divergent fields of a periodic 32^2 MAC grid,
+then tested on 10 fields of finer noise (out of distribution). Book values (phiflow 3.3):
+mean sum (div u)^2 over the OOD fields: original 2059.143, NN 11.510, solver 0.000
+(mean of per-sample max |div|: 4.946, 0.417, 0); final training loss 0.679; initial
+L2 of divergence of the training fields 195.28 (phiflow's l2_loss: half the sum of
+squares, i.e. sum (div u)^2 = 390.6).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pbdl_cli.reproduce import register
+from pbdl_cli.reproduce.base import Check, Reproduction, Variant, lookup
+
+BOOK_ORIGINAL, BOOK_NN = 2059.143, 11.510
+
+NOTES = """
+- **Noise.** `problem=hhd` rebuilds phiflow's `StaggeredGrid(Noise(scale))` in torch:
+  every velocity component is an independent Gaussian random field with Fourier
+  amplitude 1/|k|^2 (smoothness 1), k = m scale / size, modes with |k|^2 <= 0.1 removed,
+  then scaled to unit standard deviation and zero mean. The normalization cancels the
+  amplitude, so `scale` acts only through the high-pass cut (scale 10: all modes but
+  |m| = 1 along an axis; scale 2: |m| > 5.06, the finer OOD noise). Our OOD input numbers
+  therefore match the book's (2060 vs 2059 for the mean divergence), but the random
+  draws are torch's, not phiflow's. Our training fields have sum (div u)^2 = 306 on
+  average where the book prints 390.6 (195.28 as half the sum); we found no difference
+  in the definition that explains this 20% (the book's OOD value matches ours to 0.1%).
+- **Network.** The book's phiflow `u_net(levels=4, filters=24)` has 24 channels on every
+  level (3 max-pool down / bilinear up levels, 83,521 parameters). pbdl's `unet` doubles
+  the channels per level (average pooling, nearest + conv upsampling); we use 2 levels
+  of width 13 (13-26-52 channels, 85,606 parameters), which keeps the finest level wide.
+  With 3 levels at a comparable size (width 6: 6-12-24-48, 75,535 parameters) the
+  finest level has only 6 channels and the OOD reduction drops to ~60x (~20x with
+  the raw input).
+- **Input scaling.** The book feeds the raw divergence. We divide it by its per-sample
+  root mean square and multiply the predicted pressure by the same factor
+  (`method.normalize=rms`), which makes the learned projection equivariant to the
+  amplitude of the velocity: the OOD fields are ~2.6x more divergent than the training
+  fields. The variant `raw` is the book's unnormalized input with the same network
+  (~30-35x reduction on the OOD fields, 0.6 final training loss).
+- **Losses.** The loss and all reported divergences are sum over cells of (div u)^2 per
+  field (the book's `2 * l2_loss`), averaged over the fields; the final training loss is
+  measured over all 100 training fields after the last step (as the book prints it).
+  Training: Adam 5e-3, 15 epochs x 10 batches of 10 fields in a fixed order, float32.
+- **Solver.** The exact projection is the FFT solve of the 5-point Laplacian
+  (`pbdl_cli.solvers.ns.pressure`, method `fft`): its divergence is at round-off.
+- **Pressure.** The NN pressure matches the solver's up to a constant (on a periodic
+  box a divergence-free correction only fixes p up to one); the figure shows both with
+  their means removed and prints the NN's offset.
+- Seeds: `nn_s0..2` differ in the network initialization (`method.seed`,
+  `trainer.seed`); data are the same for all.
+"""
+
+QUICK = ("trainer.max_steps=60",)
+SEEDS = (0, 1, 2)
+
+
+def _nn(seed: int) -> Variant:
+    return Variant(
+        f"nn_s{seed}",
+        ("experiment=hhd", f"method.seed={seed}", f"trainer.seed={seed}"),
+        quick=QUICK,
+        label=f"U-Net p = f(div u), physical loss only (seed {seed})",
+        full_only=seed > 0,
+    )
+
+
+VARIANTS = (
+    *(_nn(s) for s in SEEDS),
+    Variant(
+        "raw",
+        ("experiment=hhd", "method.normalize=none"),
+        label="the same, with the raw divergence as input (the book's input scaling)",
+        full_only=True,
+    ),
+)
+
+CHECKS = (
+    Check(
+        "OOD mean sum (div u)^2: original",
+        "nn_s0",
+        "eval.input_div_loss",
+        published=BOOK_ORIGINAL,
+        factor=1.2,
+        quick=True,
+    ),
+    Check(
+        "OOD mean max |div u|: original",
+        "nn_s0",
+        "eval.input_div_max",
+        published=4.946,
+        factor=1.2,
+        quick=True,
+    ),
+    Check("OOD mean sum (div u)^2: NN", "nn_s*", "eval.div_loss", published=BOOK_NN, factor=3.0),
+    Check("OOD mean max |div u|: NN", "nn_s*", "eval.div_max", published=0.417),
+    Check(
+        "OOD mean sum (div u)^2: solver",
+        "nn_s0",
+        "eval.solver_div_loss",
+        published=0.0,
+        at_most=1e-8,
+        quick=True,
+    ),
+    Check("OOD mean max |div u|: solver", "nn_s0", "eval.solver_div_max", published=0.0),
+    Check(
+        "OOD reduction original / NN",
+        "nn_s*",
+        "eval.div_reduction",
+        published=BOOK_ORIGINAL / BOOK_NN,
+        at_least=50.0,
+    ),
+    Check(
+        "OOD reduction original / NN (CI scale)",
+        "nn_s0",
+        "eval.div_reduction",
+        published=BOOK_ORIGINAL / BOOK_NN,
+        at_least=10.0,
+        quick=True,
+    ),
+    Check(
+        "final train loss (100 fields)",
+        "nn_s*",
+        "history.val/train_div_loss@-1",
+        published=0.6786,
+        factor=3.0,
+    ),
+    Check(
+        "train fields: sum (div u)^2 before",
+        "nn_s0",
+        "history.val/train_input_div_loss@-1",
+        published=2 * 195.28241,
+    ),
+    Check(
+        "OOD reduction, raw input (book's scaling)",
+        "raw",
+        "eval.div_reduction",
+        published=BOOK_ORIGINAL / BOOK_NN,
+        full_only=True,
+    ),
+    Check("training time, s", "nn_s0", "summary.seconds", published=16.0),
+)
+
+
+def summary(results: dict[str, Any]) -> str:
+    """original / NN / solver for every variant (the book's table)."""
+    lines = [
+        "OOD test (10 fields, noise scale 2): mean over fields of sum (div u)^2 and of "
+        "max |div u|.",
+        "",
+        "| variant | original | NN | solver | reduction | max: original | NN | solver "
+        "| final train loss | train s |",
+        "|---" * 10 + "|",
+        f"| book | {BOOK_ORIGINAL} | {BOOK_NN} | 0.000 | {BOOK_ORIGINAL / BOOK_NN:.1f}x "
+        "| 4.946 | 0.417 | 0.000 | 0.679 | 16 |",
+    ]
+    for name, result in results.items():
+
+        def get(metric: str, result: dict[str, Any] = result) -> float:
+            value = lookup(result, metric)
+            return float("nan") if value is None else value
+
+        lines.append(
+            f"| {name} | {get('eval.input_div_loss'):.1f} | {get('eval.div_loss'):.3f} "
+            f"| {get('eval.solver_div_loss'):.1e} | {get('eval.div_reduction'):.1f}x "
+            f"| {get('eval.input_div_max'):.3f} | {get('eval.div_max'):.3f} "
+            f"| {get('eval.solver_div_max'):.1e} "
+            f"| {get('history.val/train_div_loss@-1'):.3f} | {get('summary.seconds'):.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def figures(out: Path, results: dict[str, Any]) -> list[Path]:
+    """``projection.png``: one OOD test field: its divergence, the divergence after the
+    learned projection, and the solver's and the network's pressure (means removed)."""
+    import torch
+    from matplotlib.figure import Figure
+
+    from pbdl_cli.evaluation.plots import save_figure
+    from pbdl_cli.methods import build_method
+    from pbdl_cli.problems import PROBLEMS
+    from pbdl_cli.stages.evaluate import train_config
+    from pbdl_cli.training.checkpoint import load_checkpoint
+
+    name = "nn_s0" if "nn_s0" in results else next(iter(results))
+    checkpoint = Path(results[name]["run"]) / "checkpoints" / "last.pt"
+    state = load_checkpoint(checkpoint)
+    cfg = train_config(state, checkpoint)
+    problem = PROBLEMS.build(cfg.problem)
+    method = build_method(cfg, problem=problem, device=torch.device("cpu"), dtype=torch.float64)
+    model = method.build_model(cfg.model)  # float64, like the method
+    model.load_state_dict(state["model"])
+    model.eval()
+    fields = problem.data("test")[:1]  # type: ignore[attr-defined]
+    with torch.no_grad():
+        p_nn = method.pressure(model, fields)  # type: ignore[attr-defined]
+        corrected = problem.correct(fields, p_nn)  # type: ignore[attr-defined]
+        _, p_solver = problem.project(fields)  # type: ignore[attr-defined]
+        div_in = problem.divergence(fields)[0]  # type: ignore[attr-defined]
+        div_nn = problem.divergence(corrected)[0]  # type: ignore[attr-defined]
+    offset = float(p_nn.mean())
+    panels = [
+        (f"input div u (sum sq. {float(div_in.square().sum()):.0f})", div_in, "RdBu_r"),
+        (f"after NN: div u (sum sq. {float(div_nn.square().sum()):.2f})", div_nn, "RdBu_r"),
+        ("solver pressure", p_solver[0] - p_solver[0].mean(), "viridis"),
+        (f"NN pressure - mean ({offset:+.3g})", p_nn[0] - offset, "viridis"),
+    ]
+    fig = Figure(figsize=(15, 3.8), layout="constrained")
+    axes = fig.subplots(1, 4)
+    plim = float(max(p_solver[0].abs().max(), (p_nn[0] - offset).abs().max()))
+    for ax, (title, image, cmap) in zip(axes, panels, strict=True):
+        values = image.T.numpy()  # x across, y up
+        if cmap == "RdBu_r":
+            lim = float(abs(values).max()) or 1.0
+            im = ax.imshow(values, origin="lower", cmap=cmap, vmin=-lim, vmax=lim)
+        else:
+            im = ax.imshow(values - values.mean(), origin="lower", cmap=cmap, vmin=-plim, vmax=plim)
+        ax.set_title(title, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        fig.colorbar(im, ax=ax, shrink=0.8)
+    fig.suptitle(f"learned Helmholtz-Hodge projection, OOD test field 0 ({name})")
+    return [save_figure(fig, out / "projection.png")]
+
+
+register(
+    Reproduction(
+        name="hhd",
+        title="Learning the Helmholtz-Hodge decomposition: a pressure projection from a "
+        "physical loss",
+        source="PBDL book ch. 9 (Tompson et al. 2017)",
+        variants=VARIANTS,
+        checks=CHECKS,
+        notes=NOTES,
+        figures=figures,
+        summary=summary,
+    )
+)
