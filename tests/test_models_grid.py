@@ -75,10 +75,10 @@ def test_parameter_count_resnet(d: int) -> None:
     assert count_parameters(build(TINY["resnet"], d)) == expected
 
 
-@pytest.mark.parametrize("d", [1, 2])
-def test_parameter_count_unet(d: int) -> None:
+@pytest.mark.parametrize("d, growth", [(1, 2), (2, 2), (2, 1)])
+def test_parameter_count_unet(d: int, growth: int) -> None:
     cin, p, cout, w, levels, kk = 2, 1, 3, 3, 2, 3**d
-    c = [w * 2**level for level in range(levels + 1)]
+    c = [w * growth**level for level in range(levels + 1)]
 
     def conv(a: int, b: int) -> int:
         return a * b * kk + b
@@ -89,7 +89,7 @@ def test_parameter_count_unet(d: int) -> None:
         conv(c[j + 1], c[j]) + conv(2 * c[j], c[j]) + conv(c[j], c[j]) for j in range(levels)
     )
     expected += c[0] * cout + cout
-    assert count_parameters(build(TINY["unet"], d)) == expected
+    assert count_parameters(build({**TINY["unet"], "growth": growth}, d)) == expected
 
 
 @pytest.mark.parametrize("d", [1, 2])

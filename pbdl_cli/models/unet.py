@@ -2,8 +2,9 @@
 image segmentation"; the network of Thuerey et al. 2020, "Deep learning methods for
 Reynolds-averaged Navier-Stokes simulations of airfoil flows", is one).
 
-Level l = 0..L (L = ``levels``) works on the grid coarsened 2^l times with C_l = W 2^l
-channels (W = ``width``):
+Level l = 0..L (L = ``levels``) works on the grid coarsened 2^l times with C_l = W g^l
+channels (W = ``width``, g = ``growth``: 2 as in Ronneberger et al., 1 for the constant
+width of the PBDL book's ch. 9 network):
 
     e_0 = DC([x, p]),  e_l = DC(pool(e_{l-1}))                       (encoder, l = 1..L)
     u_L = e_L,         u_l = DC([s(conv(up(u_{l+1}))), e_l])        (decoder, l = L-1..0)
@@ -61,7 +62,9 @@ class UNetConfig(PluginConfig):
 
     Attributes:
         levels: number of 2x coarsenings (0: no coarsening, a plain conv net).
-        width: channels on the finest level, doubled on every coarser one.
+        width: channels on the finest level.
+        growth: factor on the channels from one level to the next coarser one (2: doubled;
+            1: the same width on every level).
         kernel_size: odd convolution kernel size.
         activation: gelu, relu, tanh or silu.
         padding: circular (periodic domains), zeros or replicate; also pads the grid up
@@ -71,14 +74,15 @@ class UNetConfig(PluginConfig):
 
     levels: int = 3
     width: int = 32
+    growth: int = 2
     kernel_size: int = 3
     activation: Activation = Activation.gelu
     padding: Padding = Padding.circular
     out_init_scale: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.levels < 0 or self.width < 1:
-            raise ValueError("levels must be >= 0 and width >= 1")
+        if self.levels < 0 or self.width < 1 or self.growth < 1:
+            raise ValueError("levels must be >= 0, width and growth >= 1")
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd and >= 1 (got {self.kernel_size})")
         if self.out_init_scale < 0:
@@ -118,7 +122,7 @@ class UNet(nn.Module):
         self.config = config
         self.in_channels, self.num_params = in_channels, num_params
         self.num_spatial_dims = d = num_spatial_dims
-        channels = [config.width * 2**level for level in range(config.levels + 1)]
+        channels = [config.width * config.growth**level for level in range(config.levels + 1)]
         self.encoder = nn.ModuleList(
             [_DoubleConv(d, in_channels + num_params, channels[0], config)]
         )
@@ -154,7 +158,7 @@ class UNet(nn.Module):
 
     def summary(self) -> str:
         c = self.config
-        deepest = c.width * 2**c.levels
+        deepest = c.width * c.growth**c.levels
         return f"{c.levels} levels, width {c.width} to {deepest}, {self.num_spatial_dims}D"
 
     def forward(self, x: Tensor, params: Tensor | None = None) -> Tensor:
