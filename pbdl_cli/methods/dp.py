@@ -14,6 +14,18 @@ trainer.momentum=0`` each training step is the book's plain gradient-descent upd
 u0 <- u0 - lr dL/du0. Only the steps up to the last observed frame enter the loss;
 ``predict`` rolls the optimized u0 out over the whole time range.
 
+**Matching a reference trajectory** (``method.target=trajectory``; book ch. 16, the smoke
+plume): ``trajectories`` simulations run together (the problem's parameters for that
+many, e.g. four inflow positions), and the loss compares each one's final state (after
+``steps`` solver steps; 0: all output steps) on the channels ``match`` with the final
+state of trajectory ``reference`` (gradient stopped):
+
+    L(u0) = sum_b 1/2 sum_cells (P^n(u0)_b[match] - stop_grad(P^n(u0)_ref[match]))^2
+
+(``reduction=half_sum``, PhiFlow's ``l2_loss`` summed over the batch; ``mean``: the mean
+square). ``optimize`` restricts the unknowns to some channels (e.g. ``[u, v]``: the
+initial velocity); the others keep the problem's initial state.
+
 Static problems (no time, e.g. ``parabola``): a network f(x) (``mlp``) is trained through
 the problem's forward operator, L = w_obs mean_i R(f(x_i), x_i)^2 with R =
 ``problem.pde_residual`` (for the parabola R = P(f(x)) - x = f(x)^2 - x) at the
@@ -25,6 +37,7 @@ Shapes: the field is [1, C, *spatial]; ``predict`` returns [1, T, C, *spatial].
 from __future__ import annotations
 
 import dataclasses
+import enum
 from typing import Any
 
 import torch
@@ -40,6 +53,20 @@ from pbdl_cli.problems.base import Observations, PluginConfig, Problem
 from pbdl_cli.solvers import Solver, rollout
 
 
+class Target(str, enum.Enum):
+    """What the rollout is compared with (time-dependent problems)."""
+
+    observations = "observations"
+    trajectory = "trajectory"
+
+
+class Reduction(str, enum.Enum):
+    """How the squared misfits are reduced."""
+
+    mean = "mean"
+    half_sum = "half_sum"
+
+
 @dataclasses.dataclass
 class DPConfig(PluginConfig):
     """Options of ``dp`` (``method.<key>``).
@@ -49,6 +76,16 @@ class DPConfig(PluginConfig):
         seed: seed of the initialization (``model.init=normal`` fields, networks).
         batch_size: static problems: observation inputs per step (0: all of them).
         eval_nx, eval_nt: static problems: validation grid (0: the output grid).
+        target: ``observations`` (the problem's) or ``trajectory``: the final state of
+            trajectory ``reference`` of the batch (book ch. 16).
+        trajectories: simulations optimized together (``target=trajectory``).
+        reference: index of the target trajectory (``target=trajectory``; -1: the last).
+        match: channels compared with the target (``target=trajectory``; empty: all).
+        steps: solver steps before the comparison (``target=trajectory``; 0: all).
+        optimize: channels of the initial state that are unknowns (empty: all); the
+            others are the problem's initial state.
+        reduction: ``mean`` square, or ``half_sum``: 1/2 sum over cells and trajectories
+            (PhiFlow's ``l2_loss`` summed over the batch); observations default to mean.
     """
 
     w_obs: float = 1.0
@@ -56,12 +93,27 @@ class DPConfig(PluginConfig):
     batch_size: int = 0
     eval_nx: int = 0
     eval_nt: int = 0
+    target: Target = Target.observations
+    trajectories: int = 1
+    reference: int = -1
+    match: list[str] = dataclasses.field(default_factory=list)
+    steps: int = 0
+    optimize: list[str] = dataclasses.field(default_factory=list)
+    reduction: Reduction = Reduction.mean
 
     def __post_init__(self) -> None:
         if self.w_obs <= 0:
             raise ValueError("w_obs must be > 0")
         if self.batch_size < 0:
             raise ValueError("batch_size must be >= 0")
+        if self.trajectories < 1:
+            raise ValueError("trajectories must be >= 1")
+        if self.steps < 0:
+            raise ValueError("steps must be >= 0")
+        if self.target is Target.observations and self.trajectories != 1:
+            raise ValueError("trajectories > 1 needs target=trajectory")
+        if not -self.trajectories <= self.reference < self.trajectories:
+            raise ValueError(f"reference={self.reference} is not one of the trajectories")
 
 
 @METHODS.register("dp")
@@ -90,6 +142,8 @@ class DifferentiablePhysics(Delegating):
                 f"method 'dp' trains through a solver, but problem '{problem.name}' has "
                 "none; choose one with solver=..."
             )
+        elif config.target is Target.trajectory:
+            self.impl = MatchTrajectory(config, solver=solver, **deps)
         else:
             self.impl = ThroughSolver(config, solver=solver, **deps)
         self.params = self.impl.params
@@ -143,8 +197,19 @@ class ThroughSolver(Method):
     ) -> None:
         super().__init__(config, problem=problem, device=device, dtype=dtype)
         self.solver = solver
-        self.params = problem.sample_params(1, torch.Generator().manual_seed(config.seed))
+        self.params = problem.sample_params(
+            config.trajectories, torch.Generator().manual_seed(config.seed)
+        )
         self._params_on_device = {k: v.to(device, dtype) for k, v in self.params.items()}
+        self._unknown = _channels(problem, config.optimize, "optimize")
+        self._fixed: Tensor | None = None
+        if len(self._unknown) < problem.num_channels:
+            generator = torch.Generator().manual_seed(config.seed)
+            self._fixed = problem.initial_state(self.params, generator).to(device, dtype)
+        self._setup_target()
+
+    def _setup_target(self) -> None:
+        problem, device, dtype = self.problem, self.device, self.dtype
         obs = problem.observations(self.params)
         if obs is None:
             raise PbdlError(
@@ -167,18 +232,36 @@ class ThroughSolver(Method):
                 f"method 'dp' optimizes a grid tensor: use model=field (got model={name})"
             )
         torch.manual_seed(self.config.seed)
-        shape = (1, self.problem.num_channels, *self.problem.grid.shape)
+        batch = self.config.trajectories
+        shape = (batch, len(self._unknown), *self.problem.grid.shape)
         return MODELS.build(model_config, shape=shape).to(self.device, self.dtype)
+
+    def initial(self, model: nn.Module) -> Tensor:
+        """The initial state [B, C, *spatial]: the unknown channels from the model, the
+        others from the problem's initial state."""
+        value = model()
+        if self._fixed is None:
+            return value
+        channels = list(self._fixed.unbind(1))
+        for k, c in enumerate(self._unknown):
+            channels[c] = value[:, k]
+        return torch.stack(channels, dim=1)
+
+    def reduce(self, residual: Tensor) -> Tensor:
+        """The squared misfit, reduced as ``method.reduction`` says."""
+        if self.config.reduction is Reduction.half_sum:
+            return 0.5 * residual.square().sum()
+        return residual.square().mean()
 
     def simulate(self, u0: Tensor, num_steps: int) -> Tensor:
         """Roll ``u0`` [1, C, *spatial] out for ``num_steps`` frames: [1, T, C, *spatial]."""
         return rollout(self.solver, u0, num_steps, self.problem.dt, self._params_on_device)
 
     def loss(self, model: nn.Module, step: int) -> dict[str, Tensor]:
-        frames = self.simulate(model(), self.num_steps)  # [1, K + 1, C, *spatial]
+        frames = self.simulate(self.initial(model), self.num_steps)  # [1, K + 1, C, ...]
         flat = frames[0].flatten(2)  # [K + 1, C, cells]
         predicted = flat[self._frame, :, self._cell]  # [N, C]
-        obs = (predicted - self._target).square().mean()
+        obs = self.reduce(predicted - self._target)
         return {"loss": self.config.w_obs * obs, "obs": obs}
 
     def validate(self, model: nn.Module) -> dict[str, float]:
@@ -197,4 +280,51 @@ class ThroughSolver(Method):
 
     @torch.no_grad()
     def predict(self, model: nn.Module) -> Tensor:
-        return self.simulate(model(), self.problem.num_steps).double().cpu()
+        return self.simulate(self.initial(model), self.problem.num_steps).double().cpu()
+
+
+class MatchTrajectory(ThroughSolver):
+    """Optimize the initial states of a batch so that their final states match the
+    final state of one of them (``target=trajectory``, see the module docstring)."""
+
+    def _setup_target(self) -> None:
+        c, problem = self.config, self.problem
+        self.num_steps = c.steps or problem.num_steps
+        if self.num_steps > problem.num_steps:
+            raise PbdlError(
+                f"method.steps={c.steps} is more than the problem's {problem.num_steps} steps"
+            )
+        self._match = _channels(problem, c.match, "match")
+        self._reference = c.reference % c.trajectories
+
+    def mismatch(self, model: nn.Module) -> tuple[Tensor, Tensor]:
+        """Final states [B, C, *spatial] and their misfit to the reference's final state
+        on the matched channels (the reference gets no gradient): [B, M, *spatial]."""
+        final = self.simulate(self.initial(model), self.num_steps)[:, -1]
+        chosen = final[:, self._match]
+        return final, chosen - chosen[self._reference : self._reference + 1].detach()
+
+    def loss(self, model: nn.Module, step: int) -> dict[str, Tensor]:
+        _, diff = self.mismatch(model)
+        obs = self.reduce(diff)
+        return {"loss": self.config.w_obs * obs, "obs": obs}
+
+    def validate(self, model: nn.Module) -> dict[str, float]:
+        """The misfit of every trajectory (``obs_<b>``) and their sum ``obs``."""
+        with torch.no_grad():
+            _, diff = self.mismatch(model)
+        per = [float(self.reduce(d)) for d in diff]
+        return {"obs": sum(per)} | {f"obs_{b}": v for b, v in enumerate(per)}
+
+
+def _channels(problem: Problem, names: list[str], key: str) -> list[int]:
+    """Channel indices of ``names`` (empty: all channels)."""
+    if not names:
+        return list(range(problem.num_channels))
+    unknown = [n for n in names if n not in problem.fields]
+    if unknown:
+        raise PbdlError(
+            f"method.{key}: {', '.join(unknown)} is not a field of problem "
+            f"'{problem.name}' ({', '.join(problem.fields)})"
+        )
+    return [problem.fields.index(n) for n in names]

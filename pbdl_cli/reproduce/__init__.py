@@ -38,6 +38,7 @@ from pbdl_cli.reproduce import (  # noqa: E402,F401
     hhd,
     oscillator_pinn,
     parabola,
+    smoke_dp,
 )
 
 __all__ = [
