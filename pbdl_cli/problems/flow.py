@@ -82,6 +82,67 @@ class Boundary:
         return any(s.kind is Kind.outflow for s in (self.x_lo, self.x_hi, self.y_lo, self.y_hi))
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class VelocityRegion:
+    """Faces of the MAC grid whose velocity is prescribed: an axis-aligned box.
+
+    Every face whose position (u: left faces, v: bottom faces, see
+    :mod:`pbdl_cli.solvers.ns.mac`) lies in ``lower <= (x, y) <= upper`` (``None``:
+    unbounded on that side) is *fixed* like a wall or inflow face: it is set to its
+    component of ``velocity`` after advection and forces, diffusion leaves it alone (its
+    value is a neighbour of the free faces) and the projection keeps it (the pressure
+    sees it as a Neumann face). It therefore holds its value exactly at the end of every
+    substep, and acts as a volume source/sink of fluid for its neighbours (e.g. the
+    inflow strip of the Karman wake, PBDL book ch. 18: ``Box(y=(None, 5))`` with
+    velocity ``(0, 1)``). Obstacles take precedence (their faces stay 0).
+
+    Attributes:
+        lower, upper: box corners ``(x, y)``; ``None`` entries are unbounded.
+        velocity: ``(u, v)`` floats, or a tensor [2] or [B, 2] (per trajectory, may
+            require grad: gradients flow into it; the overwritten faces of the state get
+            zero gradient).
+    """
+
+    lower: tuple[float | None, float | None] = (None, None)
+    upper: tuple[float | None, float | None] = (None, None)
+    velocity: tuple[float, float] | Tensor = (0.0, 0.0)
+
+    def __post_init__(self) -> None:
+        if len(self.lower) != 2 or len(self.upper) != 2:
+            raise ValueError("VelocityRegion lower/upper must be (x, y) pairs")
+        for lo, hi in zip(self.lower, self.upper, strict=True):
+            if lo is not None and hi is not None and lo > hi:
+                raise ValueError(f"VelocityRegion: lower {self.lower} > upper {self.upper}")
+        v = self.velocity
+        if isinstance(v, Tensor):
+            if v.shape[-1:] != (2,) or v.dim() > 2:
+                raise ValueError("VelocityRegion.velocity tensor must be [2] or [B, 2]")
+        elif len(v) != 2:
+            raise ValueError("VelocityRegion.velocity must be (u, v)")
+
+    @property
+    def geometry(self) -> tuple[tuple[float | None, ...], tuple[float | None, ...]]:
+        """What decides which faces are fixed (a hashable key; the velocity does not)."""
+        return (tuple(self.lower), tuple(self.upper))
+
+    def contains(self, x: Tensor, y: Tensor) -> Tensor:
+        """Bool mask of the points (x, y) inside the box (bounds included)."""
+        inside = torch.ones_like(x, dtype=torch.bool)
+        for coord, lo, hi in ((x, self.lower[0], self.upper[0]), (y, self.lower[1], self.upper[1])):
+            if lo is not None:
+                inside = inside & (coord >= lo)
+            if hi is not None:
+                inside = inside & (coord <= hi)
+        return inside
+
+    def component(self, axis: int, *, device: torch.device, dtype: torch.dtype) -> Tensor:
+        """Velocity component ``axis`` as [B or 1, 1, 1]."""
+        v = self.velocity
+        if isinstance(v, Tensor):
+            return v.to(device=device, dtype=dtype).reshape(-1, 2)[:, axis].view(-1, 1, 1)
+        return torch.full((1, 1, 1), float(v[axis]), device=device, dtype=dtype)
+
+
 @dataclasses.dataclass
 class FlowSetup:
     """Boundaries, obstacles and forcing of a flow (tensors on any device; the solver
@@ -97,6 +158,9 @@ class FlowSetup:
         body_force: constant acceleration (g_x, g_y) added to every free face.
         sources: scalar channel name -> source rate [B or 1, nx, ny] per unit time: the
             scalar gains ``dt * rate`` every substep (smoke inflow regions).
+        velocity_regions: interior faces with a prescribed velocity
+            (:class:`VelocityRegion`, e.g. an inflow strip); later regions win where
+            they overlap, obstacles win over all.
     """
 
     boundary: Boundary
@@ -105,6 +169,7 @@ class FlowSetup:
     buoyancy_scalar: str = "marker"
     body_force: tuple[float, float] = (0.0, 0.0)
     sources: dict[str, Tensor] = dataclasses.field(default_factory=dict)
+    velocity_regions: tuple[VelocityRegion, ...] = ()
 
 
 @runtime_checkable

@@ -36,6 +36,7 @@ from pbdl_cli.reproduce import (  # noqa: E402,F401
     burgers_pinn_vs_dp,
     burgers_sol,
     hhd,
+    karman_sol,
     oscillator_pinn,
     parabola,
     smoke_dp,

@@ -11,9 +11,10 @@ in time, as PhiFlow's smoke and Karman examples of the PBDL book, ch. 3.7 and 18
 1. advect the scalars (semi-Lagrangian or MacCormack), add ``h * source``;
 2. self-advect the velocity (with the old velocity);
 3. add ``h * xi * s`` (s interpolated to the v-faces) and ``h * g``;
-4. diffuse with ``params["nu"]`` (explicit, implicit or none);
-5. apply walls, inflow and obstacles; project (FFT, DCT or CG pressure solve, whose
-   gradient is the adjoint solve).
+4. diffuse with ``params["nu"]`` or the problem's ``viscosity(params)`` (explicit,
+   implicit or none);
+5. apply walls, inflow, velocity regions and obstacles; project (FFT, DCT, CG or
+   direct pressure solve, whose gradient is the adjoint solve).
 
 Substeps: explicit diffusion needs nu h (1/dx^2 + 1/dy^2) <= ``diffusion_number``
 (<= 1/2); ``cfl`` optionally caps max|u| h / min(dx, dy) (advection itself is stable for
@@ -146,7 +147,7 @@ class NsMac(Solver):
     def stable_dt(self, state: Tensor, params: Params) -> Tensor:
         batch = state.shape[0]
         limit = torch.full((batch,), float("inf"), dtype=torch.float64, device=state.device)
-        nu = params.get("nu")
+        nu = self._viscosity(params)
         if self.config.diffusion is Diffusion.explicit and nu is not None:
             nu = nu.to(device=state.device, dtype=torch.float64).expand(batch)
             diff = self.config.diffusion_number / (nu * (1 / self.dx**2 + 1 / self.dy**2))
@@ -155,6 +156,14 @@ class NsMac(Solver):
             speed = max_speed(state[:, 0], state[:, 1]).to(torch.float64)
             limit = torch.minimum(limit, self.config.cfl * min(self.dx, self.dy) / speed)
         return limit
+
+    def _viscosity(self, params: Params) -> Tensor | None:
+        """``params["nu"]``, else the problem's ``viscosity(params)`` (e.g. nu from a
+        Reynolds number), else None (no diffusion)."""
+        nu = params.get("nu")
+        if nu is None and callable(getattr(self.problem, "viscosity", None)):
+            nu = self.problem.viscosity(params)  # type: ignore[attr-defined]
+        return nu
 
     def prepare(self, dt: Tensor, params: Params, like: Tensor) -> _Context:
         setup: FlowSetup = self.problem.flow_setup(params)  # type: ignore[attr-defined]
@@ -165,11 +174,12 @@ class NsMac(Solver):
             self.grid.upper,
             setup.boundary,
             setup.obstacle,
+            regions=setup.velocity_regions,
             device=like.device,
             dtype=like.dtype,
         )
         pressure = self._pressure_system(mac, setup, like)
-        nu = params.get("nu")
+        nu = self._viscosity(params)
         nu = None if nu is None or self.config.diffusion is Diffusion.none else nu
         buoyancy, index = None, None
         if not (isinstance(setup.buoyancy, float | int) and setup.buoyancy == 0):
@@ -199,7 +209,8 @@ class NsMac(Solver):
     def _pressure_system(self, mac: MacGrid, setup: FlowSetup, like: Tensor) -> PressureSystem:
         """One system per geometry; reused (with its warm start) while it does not change."""
         c = self.config
-        key = (like.device, like.dtype, setup.boundary)
+        regions = tuple(r.geometry for r in setup.velocity_regions)
+        key = (like.device, like.dtype, setup.boundary, regions)
         system = self._pressure_cache.get(key)
         if system is not None and _same_mask(system.mac.solid, mac.solid):
             return system

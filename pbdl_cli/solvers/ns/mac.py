@@ -23,6 +23,10 @@ corrects it, but cropping drops it again.
 Obstacles are a cell mask ``solid`` [B or 1, nx, ny] (True = solid). Every face touching
 a solid cell is *fixed* at zero normal velocity; free faces next to it see the zero as
 a neighbour (a first-order no-slip treatment).
+
+Velocity regions (:class:`~pbdl_cli.problems.flow.VelocityRegion`, e.g. an inflow strip)
+fix every face whose position lies in their box at the region's velocity component, in
+the same way: boundary sides first, then the regions in order, then obstacles (zero).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from pbdl_cli.problems.flow import Boundary, Kind
+from pbdl_cli.problems.flow import Boundary, Kind, VelocityRegion
 
 _FIXED_KINDS = (Kind.no_slip, Kind.free_slip, Kind.inflow)
 
@@ -44,6 +48,7 @@ class MacGrid:
         shape: ``(nx, ny)`` cells; lower, upper: domain corners.
         boundary: the four sides.
         solid: optional obstacle mask [B or 1, nx, ny] (bool or 0/1).
+        regions: interior faces of prescribed velocity (:class:`VelocityRegion`).
         device, dtype: where the masks live (match the state).
     """
 
@@ -55,6 +60,7 @@ class MacGrid:
         boundary: Boundary,
         solid: Tensor | None = None,
         *,
+        regions: Sequence[VelocityRegion] = (),
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float64,
     ) -> None:
@@ -76,6 +82,7 @@ class MacGrid:
                 raise ValueError(f"obstacle mask {list(solid.shape)} does not match the grid")
             solid = solid if bool(solid.any()) else None
         self.solid = solid
+        self.regions = tuple(regions)
         self.fluid = None if solid is None else (~solid).to(dtype)
         self.fixed_x, self.value_x = self._fixed(0)
         self.fixed_y, self.value_y = self._fixed(1)
@@ -103,6 +110,13 @@ class MacGrid:
                     fixed.select(1 + axis, index).fill_(True)
                     if side.kind is Kind.inflow:
                         value.select(1 + axis, index).fill_(side.velocity[axis])
+        if self.regions:
+            x, y = self.face_positions(axis)
+            for region in self.regions:
+                inside = region.contains(x, y)[None]
+                fixed = fixed | inside
+                speed = region.component(axis, device=self.device, dtype=self.dtype)
+                value = torch.where(inside, speed, value)
         if self.solid is not None:
             s = self.solid
             if self.periodic[axis]:
