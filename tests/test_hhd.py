@@ -14,6 +14,14 @@ from pbdl_cli.problems.hhd import noise
 from tests.conftest import run_cli
 
 CPU = torch.device("cpu")
+OBSTACLE_KEYS = (
+    "obstacle_marker_rel_l2",
+    "obstacle_marker_rel_l2_unprojected",
+    "obstacle_div_nn",
+    "obstacle_div_nn_input",
+    "obstacle_div_exact",
+    "obstacle_div_unprojected",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -174,6 +182,58 @@ def test_train_and_evaluate_write_the_three_divergences(workdir):
     metrics = json.loads((run / "eval" / "metrics.json").read_text())["metrics"]
     for key in ("input_div_loss", "div_loss", "solver_div_loss", "div_reduction", "div_max"):
         assert key in metrics
+    # the zero-shot obstacle test (method.obstacle_test, on by default)
+    for key in OBSTACLE_KEYS:
+        assert metrics[key] is not None and metrics[key] >= 0, key
+    assert metrics["obstacle_div_exact"] < 1e-4
     assert metrics["solver_div_loss"] < 1e-20 < metrics["div_loss"] < metrics["input_div_loss"]
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert any("val/train_div_loss" in r for r in records)
+
+
+def test_obstacle_test_runs_three_projections_side_by_side():
+    from pbdl_cli.methods.projection_obstacle import RUNS, obstacle_grid, obstacle_test
+    from pbdl_cli.solvers.ns.pressure import PressureSystem
+
+    # an ideal "network": the exact projection of the periodic box without the obstacle
+    periodic = make().mac(CPU, torch.float32)
+    fft = PressureSystem(periodic, "fft")
+    result = obstacle_test(lambda div: fft.solve(div[:, 0]), steps=12)
+    assert RUNS == ("nn", "exact", "free")
+    assert result.smoke.shape == (3, 32, 32) and result.smoke.dtype == torch.float32
+    assert result.velocity.shape == (3, 2, 32, 32)
+    assert result.divergence.shape == (3, 12) and result.nn_input_divergence.shape == (12,)
+    assert result.solid.sum() == 16  # Box(x=(12, 20), y=(18, 20)): 8 x 2 cells
+    nn, exact, free = (result.run(k) for k in RUNS)
+    # the exact projection with the obstacle is divergence-free on the fluid cells
+    assert result.divergence[exact].max() < 1e-4
+    assert result.divergence[free, -1] > 100 * result.divergence[exact, -1]
+    # the projection ignoring the obstacle leaves some divergence (the obstacle's
+    # boundary condition after it), but less than it was given
+    assert 0 < result.divergence[nn].mean() < result.nn_input_divergence.mean()
+    # no flow through the obstacle in any run: every face touching it is zero
+    mac = obstacle_grid()
+    for axis, fixed in ((0, mac.fixed_x[0]), (1, mac.fixed_y[0])):
+        assert fixed.sum() > 0
+        assert result.velocity[:, axis][:, fixed].abs().max() == 0
+    # smoke rose from the inflow; the projected runs are close to the exact one
+    assert result.smoke[exact].sum() > 0
+    metrics = result.metrics()
+    assert set(OBSTACLE_KEYS) <= set(metrics)
+    assert metrics["obstacle_marker_rel_l2"] < metrics["obstacle_marker_rel_l2_unprojected"]
+    with pytest.raises(ValueError, match="steps"):
+        obstacle_test(lambda div: div[:, 0], steps=0)
+
+
+def test_projection_obstacle_metrics_use_the_network_and_can_be_switched_off():
+    problem = make(n=8, n_train=2, n_test=1)
+    m = method(problem, dtype=torch.float32, normalize="rms")
+    model = m.build_model({"name": "unet", "levels": 1, "width": 4})
+    calls = []
+    forward = model.forward
+    model.forward = lambda x: calls.append(x.shape) or forward(x)
+    result = m.obstacle_test(model, steps=3)
+    assert calls == [(1, 1, 32, 32)] * 3  # the nn run only, on the book's 32^2 box
+    assert result.divergence.shape == (3, 3)
+    assert set(OBSTACLE_KEYS) <= set(m.extra_metrics(model))
+    assert method(problem, obstacle_test=False).extra_metrics(model) == {}

@@ -75,6 +75,12 @@ class Method(ABC):
         the method cannot compute one."""
         return None
 
+    def extra_metrics(self, model: nn.Module) -> dict[str, float]:
+        """Further metrics of the trained model that ``pbdl evaluate`` adds to
+        ``metrics.json`` (e.g. ``projection``'s obstacle test); called without
+        gradients. Default: none."""
+        return {}
+
 
 class Delegating(Method):
     """A registered method that hands everything to one of several implementations,
@@ -108,3 +114,6 @@ class Delegating(Method):
 
     def reference(self) -> Tensor | None:
         return self.impl.reference()
+
+    def extra_metrics(self, model: nn.Module) -> dict[str, float]:
+        return self.impl.extra_metrics(model)

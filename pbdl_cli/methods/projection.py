@@ -57,12 +57,17 @@ class ProjectionConfig(PluginConfig):
             multiply the output by it: the projection becomes equivariant to the velocity's
             amplitude).
         seed: seed of the network initialization and of the shuffling.
+        obstacle_test: ``pbdl evaluate`` also runs the book's zero-shot obstacle test
+            (:mod:`pbdl_cli.methods.projection_obstacle`: a smoke plume past a box,
+            projected by the network and exactly; ~1 s) and stores its ``obstacle_*``
+            metrics.
     """
 
     batch_size: int = 10
     shuffle: bool = False
     normalize: str = "none"
     seed: int = 0
+    obstacle_test: bool = True
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -119,6 +124,11 @@ class LearnedProjection(Method):
     def pressure(self, model: nn.Module, state: Tensor) -> Tensor:
         """The network's pressure for divergent states [B, 2, n, n]: [B, n, n]."""
         div = self.problem.divergence(state)[:, None]  # type: ignore[attr-defined]
+        return self.pressure_of_divergence(model, div)
+
+    def pressure_of_divergence(self, model: nn.Module, div: Tensor) -> Tensor:
+        """The network's pressure [B, n, n] for divergences [B, 1, n, n] (with the
+        ``normalize`` scaling)."""
         if self.config.normalize == "none":
             return model(div)[:, 0]
         scale = div.square().mean(dim=(1, 2, 3), keepdim=True).sqrt().clamp_min(1e-12)
@@ -170,6 +180,27 @@ class LearnedProjection(Method):
     def predict(self, model: nn.Module) -> Tensor:
         """The projected test fields [N_test, 1, 2, n, n] (float64, CPU)."""
         return self.project(model, self.test_fields)[:, None].double().cpu()
+
+    def extra_metrics(self, model: nn.Module) -> dict[str, float]:
+        """The zero-shot obstacle test (``obstacle_*``; none when ``obstacle_test`` is
+        off): :meth:`~pbdl_cli.methods.projection_obstacle.ObstacleResult.metrics`."""
+        if not self.config.obstacle_test:
+            return {}
+        return self.obstacle_test(model).metrics()
+
+    def obstacle_test(self, model: nn.Module, **options: Any) -> Any:
+        """Run :func:`~pbdl_cli.methods.projection_obstacle.obstacle_test` with this
+        network (on the problem's grid spacing; ``options``: steps, dt, n, ...)."""
+        from pbdl_cli.methods.projection_obstacle import obstacle_test
+
+        problem = self.problem
+        options.setdefault("dx", problem.size / problem.config.n)  # type: ignore[attr-defined]
+        return obstacle_test(
+            lambda div: self.pressure_of_divergence(model, div),
+            device=self.device,
+            dtype=self.dtype,
+            **options,
+        )
 
     def reference(self) -> Tensor:
         """The exact (FFT) projection of the test fields [N_test, 1, 2, n, n]."""

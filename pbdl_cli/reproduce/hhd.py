@@ -51,6 +51,17 @@ NOTES = """
 - **Pressure.** The NN pressure matches the solver's up to a constant (on a periodic
   box a divergence-free correction only fixes p up to one); the figure shows both with
   their means removed and prints the NN's offset.
+- **Zero-shot obstacle test.** `pbdl evaluate` of a `projection` run also runs the
+  book's smoke plume past a box (`pbdl_cli.methods.projection_obstacle`: periodic 32^2,
+  inflow 0.6 x Sphere((16, 5), 3), obstacle Box(x=(12, 20), y=(18, 20)), dt 0.1, 50
+  steps, MacCormack, buoyancy (0, 1) s, the obstacle condition before and after the
+  projection, float32) three times side by side: with the network's projection, with
+  the exact projection with the obstacle (CG), and with none. The book only says the
+  last frames look "remarkably similar"; we report the relative L2 difference of the
+  final smoke to the exact run's (`obstacle_marker_rel_l2`; the unprojected run's as
+  the scale: `obstacle_marker_rel_l2_unprojected`) and the mean |div u| over the fluid
+  cells after each step (`obstacle_div_*`; `obstacle_div_nn_input`: before the
+  network's projection). `obstacle.png` shows the final smoke.
 - Seeds: `nn_s0..2` differ in the network initialization (`method.seed`,
   `trainer.seed`); data are the same for all.
 """
@@ -143,6 +154,41 @@ CHECKS = (
         full_only=True,
     ),
     Check("training time, s", "nn_s0", "summary.seconds", published=16.0),
+    Check(
+        "obstacle: final smoke rel. L2, NN vs exact projection",
+        "nn_s*",
+        "eval.obstacle_marker_rel_l2",
+        below=("nn_s0", "eval.obstacle_marker_rel_l2_unprojected"),
+    ),
+    Check(
+        "obstacle: final smoke rel. L2, unprojected vs exact",
+        "nn_s0",
+        "eval.obstacle_marker_rel_l2_unprojected",
+    ),
+    Check(
+        "obstacle: mean |div u| on fluid cells, NN (before its projection)",
+        "nn_s*",
+        "eval.obstacle_div_nn_input",
+    ),
+    Check("obstacle: mean |div u| on fluid cells, NN", "nn_s*", "eval.obstacle_div_nn"),
+    Check(
+        "obstacle: mean |div u| on fluid cells, exact",
+        "nn_s0",
+        "eval.obstacle_div_exact",
+        at_most=1e-4,
+        quick=True,
+    ),
+    Check(
+        "obstacle: mean |div u| on fluid cells, unprojected",
+        "nn_s0",
+        "eval.obstacle_div_unprojected",
+    ),
+    Check(
+        "obstacle: final smoke rel. L2, raw input vs exact",
+        "raw",
+        "eval.obstacle_marker_rel_l2",
+        full_only=True,
+    ),
 )
 
 
@@ -171,30 +217,72 @@ def summary(results: dict[str, Any]) -> str:
             f"| {get('eval.solver_div_max'):.1e} "
             f"| {get('history.val/train_div_loss@-1'):.3f} | {get('summary.seconds'):.1f} |"
         )
+    lines += [
+        "",
+        "Zero-shot obstacle test (smoke plume past a box, 50 steps; the network never saw "
+        "an obstacle): relative L2 difference of the final smoke to the run with the "
+        "exact projection, and mean |div u| over the fluid cells (per step, averaged "
+        "over the steps).",
+        "",
+        "| variant | smoke rel. L2: NN | unprojected | mean \\|div\\|: before NN | NN "
+        "| exact | unprojected |",
+        "|---" * 7 + "|",
+    ]
+    for name, result in results.items():
+        values = [
+            lookup(result, f"eval.obstacle_{key}")
+            for key in (
+                "marker_rel_l2",
+                "marker_rel_l2_unprojected",
+                "div_nn_input",
+                "div_nn",
+                "div_exact",
+                "div_unprojected",
+            )
+        ]
+        if all(v is None for v in values):
+            continue
+        cells = ["n/a" if v is None else f"{v:.3g}" for v in values]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
+def _load(results: dict[str, Any], name: str, dtype: Any) -> tuple[Any, Any, Any]:
+    """(problem, method, model) of variant ``name``'s last checkpoint, in ``dtype``."""
+    import torch
+
+    from pbdl_cli.methods import build_method
+    from pbdl_cli.problems import PROBLEMS
+    from pbdl_cli.stages.evaluate import train_config
+    from pbdl_cli.training.checkpoint import load_checkpoint
+
+    checkpoint = Path(results[name]["run"]) / "checkpoints" / "last.pt"
+    state = load_checkpoint(checkpoint)
+    cfg = train_config(state, checkpoint)
+    problem = PROBLEMS.build(cfg.problem)
+    method = build_method(cfg, problem=problem, device=torch.device("cpu"), dtype=dtype)
+    model = method.build_model(cfg.model)  # in dtype, like the method
+    model.load_state_dict(state["model"])
+    model.eval()
+    return problem, method, model
+
+
 def figures(out: Path, results: dict[str, Any]) -> list[Path]:
+    """``projection.png`` (:func:`_projection_figure`) and ``obstacle.png``
+    (:func:`_obstacle_figure`)."""
+    name = "nn_s0" if "nn_s0" in results else next(iter(results))
+    return [_projection_figure(out, results, name), _obstacle_figure(out, results, name)]
+
+
+def _projection_figure(out: Path, results: dict[str, Any], name: str) -> Path:
     """``projection.png``: one OOD test field: its divergence, the divergence after the
     learned projection, and the solver's and the network's pressure (means removed)."""
     import torch
     from matplotlib.figure import Figure
 
     from pbdl_cli.evaluation.plots import save_figure
-    from pbdl_cli.methods import build_method
-    from pbdl_cli.problems import PROBLEMS
-    from pbdl_cli.stages.evaluate import train_config
-    from pbdl_cli.training.checkpoint import load_checkpoint
 
-    name = "nn_s0" if "nn_s0" in results else next(iter(results))
-    checkpoint = Path(results[name]["run"]) / "checkpoints" / "last.pt"
-    state = load_checkpoint(checkpoint)
-    cfg = train_config(state, checkpoint)
-    problem = PROBLEMS.build(cfg.problem)
-    method = build_method(cfg, problem=problem, device=torch.device("cpu"), dtype=torch.float64)
-    model = method.build_model(cfg.model)  # float64, like the method
-    model.load_state_dict(state["model"])
-    model.eval()
+    problem, method, model = _load(results, name, torch.float64)
     fields = problem.data("test")[:1]  # type: ignore[attr-defined]
     with torch.no_grad():
         p_nn = method.pressure(model, fields)  # type: ignore[attr-defined]
@@ -224,7 +312,51 @@ def figures(out: Path, results: dict[str, Any]) -> list[Path]:
         ax.set_yticks([])
         fig.colorbar(im, ax=ax, shrink=0.8)
     fig.suptitle(f"learned Helmholtz-Hodge projection, OOD test field 0 ({name})")
-    return [save_figure(fig, out / "projection.png")]
+    return save_figure(fig, out / "projection.png")
+
+
+def _obstacle_figure(out: Path, results: dict[str, Any], name: str) -> Path:
+    """``obstacle.png``: the final smoke of the zero-shot obstacle test with the exact
+    projection, with the network's, their difference, and without projection; the
+    obstacle outlined. Rerun here in float32, as ``pbdl evaluate`` does."""
+    import torch
+    from matplotlib.figure import Figure
+
+    from pbdl_cli.evaluation.plots import save_figure
+
+    _, method, model = _load(results, name, torch.float32)
+    result = method.obstacle_test(model)  # type: ignore[attr-defined]
+    smoke = result.smoke.double()
+    exact, nn, free = (smoke[result.run(k)] for k in ("exact", "nn", "free"))
+    rel = result.marker_rel_l2("nn"), result.marker_rel_l2("free")
+    panels = [
+        ("exact projection (with the obstacle)", exact, "magma"),
+        (f"NN projection (rel. L2 {rel[0]:.3f})", nn, "magma"),
+        ("NN - exact", nn - exact, "RdBu_r"),
+        (f"no projection (rel. L2 {rel[1]:.3f})", free, "magma"),
+    ]
+    top = float(max(exact.max(), nn.max()))
+    solid = result.solid.T.double().numpy()
+    fig = Figure(figsize=(15, 3.8), layout="constrained")
+    axes = fig.subplots(1, 4)
+    for ax, (title, image, cmap) in zip(axes, panels, strict=True):
+        values = image.T.numpy()  # x across, y up
+        if cmap == "RdBu_r":
+            lim = float(abs(values).max()) or 1.0
+            im = ax.imshow(values, origin="lower", cmap=cmap, vmin=-lim, vmax=lim)
+        else:
+            im = ax.imshow(values, origin="lower", cmap=cmap, vmin=0, vmax=top)
+        ax.contour(solid, levels=[0.5], colors="cyan", linewidths=1.2)
+        ax.set_title(title, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        fig.colorbar(im, ax=ax, shrink=0.8)
+    steps = result.divergence.shape[1]
+    fig.suptitle(
+        f"zero-shot obstacle test: smoke after {steps} steps ({name}; the network never "
+        "saw an obstacle)"
+    )
+    return save_figure(fig, out / "obstacle.png")
 
 
 register(

@@ -318,6 +318,10 @@ def _metrics(
         metrics["residual"] = float(residual)
     for key, value in problem.metrics(prediction, method.params).items():
         metrics[key if key not in metrics else f"{problem.name}/{key}"] = float(value)
+    with torch.no_grad():
+        extra = method.extra_metrics(model)
+    for key, value in extra.items():
+        metrics[key if key not in metrics else f"{s.train_cfg.method.name}/{key}"] = float(value)
     misfit = observation_mse(prediction, observations)
     if misfit is not None:
         metrics["observation_mse"] = misfit
