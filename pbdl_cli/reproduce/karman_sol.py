@@ -125,9 +125,10 @@ NOTES = f"""
   explicit diffusion, exact pressure solve) with one step per frame.
 - **Reference**: the same scheme 4x finer in space and time (128 x 256 cells, 4
   substeps), stored as face (flux) averages on the source grid. Every trajectory starts
-  with a burn-in of 80 + (0..40) time units at the fine resolution from the uniform
-  inflow plus a small random transverse bump behind the cylinder, so the wake sheds and
-  the trajectories differ in phase; 61 frames (t in [0, 60]) are stored.
+  with a burn-in of 350 + (0..50) time units at the fine resolution from the uniform
+  inflow plus a random transverse bump behind the cylinder (amplitude up to 1), long
+  enough for a developed vortex street (~300 time units on the fine grid), with
+  trajectories in different phases; 61 frames (t in [0, 60]) are stored.
 - **Data** (smaller than the book's 6 x 500 training frames): 4 training trajectories
   with Re log-uniform in [100, 1000]; the scored **test split** has 2 trajectories at
   the book's test sample Re = 73.24 (below the training range), rolled out for 60 steps
