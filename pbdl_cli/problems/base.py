@@ -47,6 +47,16 @@ class Observations:
         return self.u.shape[0]
 
 
+def check_time_grid(t_end: float, dt: float) -> None:
+    """Raise ``ValueError`` unless dt, t_end > 0 and t_end is a whole multiple of dt (the
+    output frames of a time-dependent problem's config)."""
+    if dt <= 0 or t_end <= 0:
+        raise ValueError("dt and t_end must be > 0")
+    n = round(t_end / dt)
+    if n < 1 or not math.isclose(n * dt, t_end, rel_tol=1e-9):
+        raise ValueError(f"t_end={t_end} must be a whole multiple of dt={dt}")
+
+
 @dataclasses.dataclass
 class PluginConfig:
     """Base of every plugin schema: ``name`` selects the registered plugin."""

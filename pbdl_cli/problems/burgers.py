@@ -33,7 +33,14 @@ from torch import Tensor
 
 from pbdl_cli.errors import PbdlError
 from pbdl_cli.problems import PROBLEMS
-from pbdl_cli.problems.base import Grid, Observations, Params, PluginConfig, Problem
+from pbdl_cli.problems.base import (
+    Grid,
+    Observations,
+    Params,
+    PluginConfig,
+    Problem,
+    check_time_grid,
+)
 
 #: where the peak of a random sum of sines is measured (independent of nx)
 _PEAK_GRID = torch.linspace(-1.0, 1.0, 8193, dtype=torch.float64)
@@ -101,11 +108,8 @@ class BurgersConfig(PluginConfig):
             raise ValueError("nu_range must be [lo, hi] with 0 < lo <= hi")
         if self.ic_modes < 1:
             raise ValueError("ic_modes must be >= 1")
-        if self.dt <= 0 or self.t_end <= 0:
-            raise ValueError("dt and t_end must be > 0")
+        check_time_grid(self.t_end, self.dt)
         n = round(self.t_end / self.dt)
-        if n < 1 or not math.isclose(n * self.dt, self.t_end, rel_tol=1e-9):
-            raise ValueError(f"t_end={self.t_end} must be a whole multiple of dt={self.dt}")
         for t in self.observe_t:
             k = round(t / self.dt)
             if not 0 <= k <= n or not math.isclose(k * self.dt, t, rel_tol=1e-9, abs_tol=1e-12):

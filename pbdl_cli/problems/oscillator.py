@@ -23,7 +23,14 @@ from torch import Tensor
 
 from pbdl_cli.errors import PbdlError
 from pbdl_cli.problems import PROBLEMS
-from pbdl_cli.problems.base import Grid, Observations, Params, PluginConfig, Problem
+from pbdl_cli.problems.base import (
+    Grid,
+    Observations,
+    Params,
+    PluginConfig,
+    Problem,
+    check_time_grid,
+)
 from pbdl_cli.utils.seeding import generator
 
 
@@ -57,11 +64,7 @@ class OscillatorConfig(PluginConfig):
     def __post_init__(self) -> None:
         if self.m <= 0 or self.mu < 0 or self.k < 0:
             raise ValueError("need m > 0, mu >= 0 and k >= 0")
-        if self.dt <= 0 or self.t_end <= 0:
-            raise ValueError("dt and t_end must be > 0")
-        n = round(self.t_end / self.dt)
-        if n < 1 or not math.isclose(n * self.dt, self.t_end, rel_tol=1e-9):
-            raise ValueError(f"t_end={self.t_end} must be a whole multiple of dt={self.dt}")
+        check_time_grid(self.t_end, self.dt)
         if self.observe_n < 0 or self.observe_noise < 0:
             raise ValueError("observe_n and observe_noise must be >= 0")
         if not 0 <= self.observe_t_max <= self.t_end:

@@ -34,14 +34,13 @@ ch. 16 uses MacCormack for the marker, no viscosity, and ``dt = 1`` on a 32 x 40
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from pbdl_cli.problems import PROBLEMS
-from pbdl_cli.problems.base import Grid, Params, PluginConfig, Problem
+from pbdl_cli.problems.base import Grid, Params, PluginConfig, Problem, check_time_grid
 from pbdl_cli.problems.flow import Boundary, FlowSetup, Kind, coarsen_state
 
 
@@ -94,11 +93,7 @@ class SmokeConfig(PluginConfig):
                 raise ValueError(f"an inflow centre is [x, y], got {centre}")
             if not all(isinstance(v, int | float) for v in centre):
                 raise ValueError(f"an inflow centre is two numbers, got {centre}")
-        if self.dt <= 0 or self.t_end <= 0:
-            raise ValueError("dt and t_end must be > 0")
-        k = round(self.t_end / self.dt)
-        if k < 1 or not math.isclose(k * self.dt, self.t_end, rel_tol=1e-9):
-            raise ValueError(f"t_end={self.t_end} must be a whole multiple of dt={self.dt}")
+        check_time_grid(self.t_end, self.dt)
 
 
 @PROBLEMS.register("smoke")

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from pbdl_cli.problems import PROBLEMS
-from pbdl_cli.problems.base import Grid, Params, PluginConfig, Problem
+from pbdl_cli.problems.base import Grid, Params, PluginConfig, Problem, check_time_grid
 from pbdl_cli.problems.flow import Boundary, FlowSetup, coarsen_state
 
 
@@ -50,11 +50,7 @@ class TaylorGreenConfig(PluginConfig):
             raise ValueError("n must be >= 4")
         if self.nu < 0:
             raise ValueError("nu must be >= 0")
-        if self.dt <= 0 or self.t_end <= 0:
-            raise ValueError("dt and t_end must be > 0")
-        k = round(self.t_end / self.dt)
-        if k < 1 or not math.isclose(k * self.dt, self.t_end, rel_tol=1e-9):
-            raise ValueError(f"t_end={self.t_end} must be a whole multiple of dt={self.dt}")
+        check_time_grid(self.t_end, self.dt)
 
 
 @PROBLEMS.register("taylor_green")
