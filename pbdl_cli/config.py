@@ -1,4 +1,4 @@
-"""Typed configuration: validating config nodes against plugin schemas.
+"""Typed configuration: validating config nodes against their dataclass schemas.
 
 Hydra composes a ``DictConfig``; :func:`to_schema` turns one node into its dataclass and
 translates OmegaConf's exceptions into one-line :class:`PbdlError` messages that name
@@ -13,7 +13,7 @@ import types
 import typing
 from typing import Any
 
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import (
     ConfigAttributeError,
     ConfigKeyError,
@@ -113,178 +113,7 @@ def _describe(hint: Any) -> str:
     return names.get(hint, getattr(hint, "__name__", str(hint)))
 
 
-# -- stage schemas -----------------------------------------------------------------------
+# -- shared by the stage schemas --------------------------------------------------------
 class Precision(str, enum.Enum):
     float32 = "float32"
     float64 = "float64"
-
-
-@dataclasses.dataclass
-class DataConfig:
-    """Where datasets live and how large the splits are (``data.<key>``).
-
-    Attributes:
-        root: datasets are written to ``<root>/<problem>/<name>/{train,val,test}.h5``.
-        name: dataset name; ``auto`` derives it from the problem settings and a hash of
-            everything that determines the data (problem, solver, sizes, seed, dtype).
-        n_train, n_val, n_test: trajectories per split (0 skips a split).
-        batch_size: trajectories simulated together; changes speed and memory only.
-        compression: optional HDF5 filter for the fields (``gzip`` or ``lzf``).
-        refine: simulate on a grid ``refine`` times finer per axis (and, where the solver
-            has fixed substeps, with ``refine`` times more of them) and store the cell
-            averages on the problem's grid: the reference data of solver-in-the-loop
-            training (1: simulate on the problem's grid).
-    """
-
-    root: str = "datasets"
-    name: str = "auto"
-    n_train: int = 64
-    n_val: int = 16
-    n_test: int = 16
-    batch_size: int = 64
-    compression: str | None = None
-    refine: int = 1
-
-    def __post_init__(self) -> None:
-        if self.refine < 1:
-            raise ValueError("refine must be >= 1")
-        if min(self.n_train, self.n_val, self.n_test) < 0:
-            raise ValueError("split sizes must be >= 0")
-        if self.n_train + self.n_val + self.n_test == 0:
-            raise ValueError("all split sizes are 0: nothing to generate")
-        if self.batch_size < 1:
-            raise ValueError("batch_size must be >= 1")
-        if self.compression not in (None, "gzip", "lzf"):
-            raise ValueError("compression must be null, gzip or lzf")
-        if not self.name or "/" in self.name or self.name.startswith("."):
-            raise ValueError(f"invalid dataset name {self.name!r}")
-
-
-@dataclasses.dataclass
-class GenerateConfig:
-    """Top level of ``pbdl generate`` (see conf/generate.yaml for the defaults)."""
-
-    problem: Any = MISSING
-    solver: Any = MISSING
-    data: DataConfig = dataclasses.field(default_factory=DataConfig)
-    seed: int = 0
-    device: str = "auto"
-    dtype: Precision = Precision.float32
-    threads: int | None = None
-    overwrite: bool = False
-    plugins: list[str] = dataclasses.field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        if self.threads is not None and self.threads < 1:
-            raise ValueError("threads must be >= 1 (or null for torch's default)")
-
-
-class CheckpointChoice(str, enum.Enum):
-    best = "best"
-    last = "last"
-
-
-class AnimationFormat(str, enum.Enum):
-    auto = "auto"  # mp4 where ffmpeg is available, else gif
-    gif = "gif"
-    mp4 = "mp4"
-
-
-@dataclasses.dataclass
-class GalleryConfig:
-    """``gallery.*`` of ``pbdl evaluate``: the figures of 2D predictions
-    (:mod:`pbdl_cli.evaluation.gallery`).
-
-    Attributes:
-        fields: the fields (or derived ``vorticity``) to show; null: all.
-        trajectory: the trajectory (index into B) shown.
-        panels: frames in ``frames_<field>.png``, evenly spaced, first and last included.
-        animate: write an animation per field.
-        format: ``gif`` (pillow), ``mp4`` (ffmpeg) or ``auto`` (mp4 where ffmpeg is found).
-        max_frames: most frames of an animation (evenly subsampled).
-        fps: animation frames per second.
-        dpi: resolution of the animations (the PNGs use the figures' usual one).
-    """
-
-    fields: list[str] | None = None
-    trajectory: int = 0
-    panels: int = 5
-    animate: bool = True
-    format: AnimationFormat = AnimationFormat.auto
-    max_frames: int = 50
-    fps: int = 10
-    dpi: int = 72
-
-    def __post_init__(self) -> None:
-        if self.trajectory < 0:
-            raise ValueError("gallery.trajectory must be >= 0")
-        if min(self.panels, self.max_frames, self.fps, self.dpi) < 1:
-            raise ValueError("gallery.panels, max_frames, fps and dpi must be >= 1")
-
-
-@dataclasses.dataclass
-class EvaluateConfig:
-    """Top level of ``pbdl evaluate`` (see conf/evaluate.yaml and docs/evaluate.md).
-
-    Attributes:
-        run: the ``pbdl train`` run directory; results go to ``<run>/eval``.
-        checkpoint: ``last`` (the final model, what ``pbdl train`` reported) or ``best``
-            (the best validation value; falls back to ``last`` without a ``best.pt``).
-        device: where the model runs (``auto``, ``cpu``, ``cuda``, ...).
-        threads: torch CPU threads; null takes the train run's setting.
-        plots: write the PNG figures.
-        time_reference_solver: for data simulated on a finer grid (``data.refine``), time
-            that solver on the test states and report the prediction's speed-up over it.
-        gallery: the figures and animations of 2D predictions.
-    """
-
-    run: str = MISSING
-    checkpoint: CheckpointChoice = CheckpointChoice.last
-    device: str = "auto"
-    threads: int | None = None
-    plots: bool = True
-    time_reference_solver: bool = True
-    gallery: GalleryConfig = dataclasses.field(default_factory=GalleryConfig)
-    plugins: list[str] = dataclasses.field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        if self.threads is not None and self.threads < 1:
-            raise ValueError("threads must be >= 1 (or null for the train run's setting)")
-
-
-def _trainer_config() -> Any:
-    from pbdl_cli.training.trainer import TrainerConfig
-
-    return TrainerConfig()
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    """Top level of ``pbdl train`` (see conf/train.yaml for the defaults)."""
-
-    problem: Any = MISSING
-    solver: Any = MISSING
-    model: Any = MISSING
-    method: Any = MISSING
-    trainer: Any = dataclasses.field(default_factory=_trainer_config)
-    device: str = "auto"
-    dtype: Precision = Precision.float32
-    threads: int | None = None
-    resume: bool = False
-    plugins: list[str] = dataclasses.field(default_factory=list)
-
-
-STAGE_SCHEMAS: dict[str, type] = {
-    "generate": GenerateConfig,
-    "train": TrainConfig,
-    "evaluate": EvaluateConfig,
-}
-
-
-def register_stage_schemas() -> None:
-    """Store the stage schemas in Hydra's ConfigStore as ``schema/<stage>``."""
-    from hydra.core.config_store import ConfigStore
-
-    store = ConfigStore.instance()
-    for stage, schema in STAGE_SCHEMAS.items():
-        store.store(group="schema", name=stage, node=schema, provider="pbdl")

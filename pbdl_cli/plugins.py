@@ -54,9 +54,9 @@ def load_plugins(extra: Iterable[str] = ()) -> None:
     for module in [*env, *extra]:
         _import_user_module(module)
     _register_default_solvers()
-    from pbdl_cli.config import register_stage_schemas
+    from pbdl_cli.stages import store_stage_schemas
 
-    register_stage_schemas()
+    store_stage_schemas()
 
 
 def _import_user_module(module: str) -> None:

@@ -21,12 +21,19 @@ import dataclasses
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from pbdl_cli.config import to_schema
 from pbdl_cli.errors import PbdlError, did_you_mean
 
 T = TypeVar("T")
+
+
+@dataclasses.dataclass
+class PluginConfig:
+    """Base of every plugin schema: ``name`` selects the registered plugin."""
+
+    name: str = MISSING
 
 
 @dataclasses.dataclass

@@ -22,7 +22,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from pbdl_cli.config import STAGE_SCHEMAS, translate
+from pbdl_cli.config import translate
 from pbdl_cli.errors import PbdlError, did_you_mean
 from pbdl_cli.plugins import load_plugins
 
@@ -136,7 +136,10 @@ def compose_error(error: Exception, stage: str) -> PbdlError:
         return PbdlError(f"cannot find config '{missing}'")
     cause = error.__cause__ or error.__context__
     if isinstance(cause, OmegaConfBaseException):
-        schema = getattr(cause, "object_type", None) or STAGE_SCHEMAS.get(stage)
+        from pbdl_cli.stages import STAGES
+
+        default = STAGES.entry(stage).obj.Config if stage in STAGES else None
+        schema = getattr(cause, "object_type", None) or default
         return translate(cause, schema=schema if isinstance(schema, type) else None)
     message = str(error).strip()
     return PbdlError(message.splitlines()[0] if message else type(error).__name__)

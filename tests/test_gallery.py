@@ -14,10 +14,11 @@ from matplotlib import animation
 from omegaconf import OmegaConf
 from PIL import Image
 
-from pbdl_cli.config import AnimationFormat, EvaluateConfig, GalleryConfig, to_schema
+from pbdl_cli.config import to_schema
 from pbdl_cli.errors import PbdlError
 from pbdl_cli.evaluation import gallery, plots
-from pbdl_cli.stages.evaluate import _check_gallery_fields, _plots
+from pbdl_cli.evaluation.gallery import AnimationFormat, GalleryConfig
+from pbdl_cli.stages.evaluate import EvaluateConfig, _check_gallery_fields, _plots
 
 T, X, Y = 12, 16, 20
 FIELDS = ("u", "v", "marker")

@@ -8,7 +8,8 @@ import dataclasses
 import pytest
 import torch
 
-from pbdl_cli.problems.base import Grid, PluginConfig, Problem
+from pbdl_cli.problems.base import Grid, Problem
+from pbdl_cli.registry import PluginConfig
 from pbdl_cli.solvers import SOLVERS
 from pbdl_cli.solvers.ns import (
     Boundary,

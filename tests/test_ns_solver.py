@@ -10,7 +10,8 @@ import torch
 
 from pbdl_cli.errors import PbdlError
 from pbdl_cli.problems import PROBLEMS
-from pbdl_cli.problems.base import Grid, PluginConfig, Problem
+from pbdl_cli.problems.base import Grid, Problem
+from pbdl_cli.registry import PluginConfig
 from pbdl_cli.solvers import SOLVERS
 from pbdl_cli.solvers.ns import Boundary, FlowSetup, Side, sphere_mask
 

@@ -17,6 +17,8 @@ written atomically (temporary file in the same directory, then rename), like eve
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import enum
 import logging
 import os
 import tempfile
@@ -29,11 +31,49 @@ from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 from matplotlib.ticker import FixedFormatter, FixedLocator, NullLocator
 
-from pbdl_cli.config import AnimationFormat, GalleryConfig
 from pbdl_cli.evaluation.plots import _frames, save_figure
 from pbdl_cli.utils.files import default_mode
 
 log = logging.getLogger("pbdl.evaluate")
+
+
+class AnimationFormat(str, enum.Enum):
+    auto = "auto"  # mp4 where ffmpeg is available, else gif
+    gif = "gif"
+    mp4 = "mp4"
+
+
+@dataclasses.dataclass
+class GalleryConfig:
+    """``gallery.*`` of ``pbdl evaluate``: the figures of 2D predictions
+    (:mod:`pbdl_cli.evaluation.gallery`).
+
+    Attributes:
+        fields: the fields (or derived ``vorticity``) to show; null: all.
+        trajectory: the trajectory (index into B) shown.
+        panels: frames in ``frames_<field>.png``, evenly spaced, first and last included.
+        animate: write an animation per field.
+        format: ``gif`` (pillow), ``mp4`` (ffmpeg) or ``auto`` (mp4 where ffmpeg is found).
+        max_frames: most frames of an animation (evenly subsampled).
+        fps: animation frames per second.
+        dpi: resolution of the animations (the PNGs use the figures' usual one).
+    """
+
+    fields: list[str] | None = None
+    trajectory: int = 0
+    panels: int = 5
+    animate: bool = True
+    format: AnimationFormat = AnimationFormat.auto
+    max_frames: int = 50
+    fps: int = 10
+    dpi: int = 72
+
+    def __post_init__(self) -> None:
+        if self.trajectory < 0:
+            raise ValueError("gallery.trajectory must be >= 0")
+        if min(self.panels, self.max_frames, self.fps, self.dpi) < 1:
+            raise ValueError("gallery.panels, max_frames, fps and dpi must be >= 1")
+
 
 #: fields computed from the channels (:func:`derived_fields`)
 DERIVED = ("vorticity",)

@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 from pbdl_cli.utils.files import default_mode
 
 if TYPE_CHECKING:
-    from pbdl_cli.config import GalleryConfig
+    from pbdl_cli.evaluation.gallery import GalleryConfig
 
 DPI = 120
 #: colour of the reference in line plots

@@ -5,13 +5,7 @@ from typing import Any
 
 import torch
 
-from pbdl_cli.methods.base import Method
-from pbdl_cli.problems.base import Problem
-from pbdl_cli.registry import Registry
-
-METHODS: Registry[type[Method]] = Registry("method", group="method")
-
-from pbdl_cli.methods import (  # noqa: E402,F401
+from pbdl_cli.methods import (  # noqa: F401
     dp,
     non,
     pinn,
@@ -21,6 +15,8 @@ from pbdl_cli.methods import (  # noqa: E402,F401
     supervised,
     unrolled,
 )
+from pbdl_cli.methods.base import METHODS, Method
+from pbdl_cli.problems.base import Problem
 
 
 def build_method(cfg: Any, *, problem: Problem, device: torch.device, dtype: torch.dtype) -> Method:

@@ -29,7 +29,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from pbdl_cli.problems.base import Params, PluginConfig, Problem
+from pbdl_cli.problems.base import Params, Problem
+from pbdl_cli.registry import PluginConfig, Registry
 
 
 class Method(ABC):
@@ -80,6 +81,10 @@ class Method(ABC):
         ``metrics.json`` (e.g. ``projection``'s obstacle test); called without
         gradients. Default: none."""
         return {}
+
+
+#: every registered method (``method=<name>``)
+METHODS: Registry[type[Method]] = Registry("method", group="method")
 
 
 class Delegating(Method):

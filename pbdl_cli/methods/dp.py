@@ -44,12 +44,12 @@ import torch
 from torch import Tensor, nn
 
 from pbdl_cli.errors import PbdlError
-from pbdl_cli.methods import METHODS
-from pbdl_cli.methods.base import Delegating, Method
+from pbdl_cli.methods.base import METHODS, Delegating, Method
 from pbdl_cli.methods.points import CHUNK
 from pbdl_cli.methods.supervised_points import PointSupervised
-from pbdl_cli.models import MODELS
-from pbdl_cli.problems.base import Observations, PluginConfig, Problem
+from pbdl_cli.models.base import MODELS
+from pbdl_cli.problems.base import Observations, Problem
+from pbdl_cli.registry import PluginConfig
 from pbdl_cli.solvers import Solver, rollout
 
 

@@ -52,9 +52,10 @@ from pbdl_cli.data.windows import (
 )
 from pbdl_cli.errors import PbdlError
 from pbdl_cli.methods.base import Method
-from pbdl_cli.models import MODELS
+from pbdl_cli.models.base import MODELS
 from pbdl_cli.models.utils import describe
-from pbdl_cli.problems.base import Params, PluginConfig, Problem
+from pbdl_cli.problems.base import Params, Problem
+from pbdl_cli.registry import PluginConfig
 from pbdl_cli.solvers import Solver
 from pbdl_cli.utils.seeding import derive_seed
 
@@ -597,7 +598,7 @@ class GridMethod(Method):
         test trajectory at once, on this run's device and dtype: what a learned rollout
         replaces. Times up to ``max_steps`` intervals from the test states' first frame
         (repeated onto the fine cells), after one untimed interval."""
-        from pbdl_cli.problems import PROBLEMS
+        from pbdl_cli.problems.base import PROBLEMS
         from pbdl_cli.stages.generate import refined_simulation
 
         path = self.files["test"]

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pbdl_cli.methods import METHODS
+from pbdl_cli.methods.base import METHODS
 from pbdl_cli.methods.grid import GridConfig, GridMethod
 
 

@@ -37,10 +37,11 @@ import torch
 from torch import Tensor, nn
 
 from pbdl_cli.errors import PbdlError
-from pbdl_cli.methods import METHODS
+from pbdl_cli.methods.base import METHODS
 from pbdl_cli.methods.points import CoordinateMethod
-from pbdl_cli.models import MODELS
-from pbdl_cli.problems.base import Observations, PluginConfig, Problem
+from pbdl_cli.models.base import MODELS
+from pbdl_cli.problems.base import Observations, Problem
+from pbdl_cli.registry import PluginConfig
 from pbdl_cli.utils.seeding import derive_seed
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from pbdl_cli.methods import METHODS
+from pbdl_cli.methods.base import METHODS
 from pbdl_cli.methods.grid import CorrectedMethod, CorrectionConfig
 
 

@@ -26,7 +26,7 @@ import dataclasses
 import torch
 from torch import Tensor, nn
 
-from pbdl_cli.methods import METHODS
+from pbdl_cli.methods.base import METHODS
 from pbdl_cli.methods.grid import CorrectedMethod, CorrectionConfig, UnrollConfig
 from pbdl_cli.problems.base import Problem
 from pbdl_cli.solvers import Solver

@@ -26,8 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pbdl_cli.methods import METHODS
-from pbdl_cli.methods.base import Delegating, Method
+from pbdl_cli.methods.base import METHODS, Delegating, Method
 from pbdl_cli.methods.grid import GridConfig, SurrogateConfig, SurrogateMethod
 from pbdl_cli.methods.points import CoordinateMethod
 from pbdl_cli.methods.supervised_points import PointSupervised, PointSupervisedConfig

@@ -27,8 +27,9 @@ from torch import Tensor, nn
 
 from pbdl_cli.errors import PbdlError
 from pbdl_cli.methods.points import CHUNK, CoordinateMethod
-from pbdl_cli.models import MODELS
-from pbdl_cli.problems.base import PluginConfig, Problem
+from pbdl_cli.models.base import MODELS
+from pbdl_cli.problems.base import Problem
+from pbdl_cli.registry import PluginConfig
 from pbdl_cli.utils.seeding import derive_seed
 
 

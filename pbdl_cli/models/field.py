@@ -13,8 +13,8 @@ import enum
 import torch
 from torch import Tensor, nn
 
-from pbdl_cli.models import MODELS
-from pbdl_cli.problems.base import PluginConfig
+from pbdl_cli.models.base import MODELS
+from pbdl_cli.registry import PluginConfig
 
 
 class FieldInit(str, enum.Enum):

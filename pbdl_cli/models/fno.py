@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pbdl_cli.models import MODELS
+from pbdl_cli.models.base import MODELS
 from pbdl_cli.models.utils import (
     Activation,
     append_params,
@@ -44,7 +44,7 @@ from pbdl_cli.models.utils import (
     make_activation,
     scale_init,
 )
-from pbdl_cli.problems.base import PluginConfig
+from pbdl_cli.registry import PluginConfig
 
 
 @dataclasses.dataclass

@@ -23,7 +23,7 @@ import dataclasses
 
 from torch import Tensor, nn
 
-from pbdl_cli.models import MODELS
+from pbdl_cli.models.base import MODELS
 from pbdl_cli.models.utils import (
     Activation,
     Padding,
@@ -35,7 +35,7 @@ from pbdl_cli.models.utils import (
     make_activation,
     scale_init,
 )
-from pbdl_cli.problems.base import PluginConfig
+from pbdl_cli.registry import PluginConfig
 
 
 @dataclasses.dataclass

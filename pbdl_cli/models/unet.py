@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pbdl_cli.models import MODELS
+from pbdl_cli.models.base import MODELS
 from pbdl_cli.models.utils import (
     PAD_MODES,
     Activation,
@@ -51,7 +51,7 @@ from pbdl_cli.models.utils import (
     make_activation,
     scale_init,
 )
-from pbdl_cli.problems.base import PluginConfig
+from pbdl_cli.registry import PluginConfig
 
 _POOLS = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
 

@@ -16,10 +16,10 @@ from abc import ABC, abstractmethod
 from typing import ClassVar
 
 import torch
-from omegaconf import MISSING
 from torch import Tensor
 
 from pbdl_cli.errors import PbdlError
+from pbdl_cli.registry import PluginConfig, Registry
 
 Params = dict[str, Tensor]
 
@@ -55,13 +55,6 @@ def check_time_grid(t_end: float, dt: float) -> None:
     n = round(t_end / dt)
     if n < 1 or not math.isclose(n * dt, t_end, rel_tol=1e-9):
         raise ValueError(f"t_end={t_end} must be a whole multiple of dt={dt}")
-
-
-@dataclasses.dataclass
-class PluginConfig:
-    """Base of every plugin schema: ``name`` selects the registered plugin."""
-
-    name: str = MISSING
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,3 +213,7 @@ class Problem(ABC):
     def slug(self) -> str:
         """A short readable tag of the main settings, used in dataset names."""
         return self.name
+
+
+#: every registered problem (``problem=<name>``)
+PROBLEMS: Registry[type[Problem]] = Registry("problem", group="problem")

@@ -32,8 +32,8 @@ import torch
 from torch import Tensor
 
 from pbdl_cli.errors import PbdlError
-from pbdl_cli.problems import PROBLEMS
 from pbdl_cli.problems.base import (
+    PROBLEMS,
     Grid,
     Observations,
     Params,

@@ -46,8 +46,8 @@ import torch
 from torch import Tensor
 
 from pbdl_cli.errors import PbdlError
-from pbdl_cli.problems import PROBLEMS
-from pbdl_cli.problems.base import Grid, Params, PluginConfig, Problem
+from pbdl_cli.problems.base import PROBLEMS, Grid, Params, Problem
+from pbdl_cli.registry import PluginConfig
 from pbdl_cli.utils.seeding import generator
 
 #: phiflow's high-pass threshold on |k|^2 (``lowest_frequency``)

@@ -41,8 +41,7 @@ import math
 import torch
 from torch import Tensor
 
-from pbdl_cli.problems import PROBLEMS
-from pbdl_cli.problems.base import Grid, Params, PluginConfig, Problem
+from pbdl_cli.problems.base import PROBLEMS, Grid, Params, Problem
 from pbdl_cli.problems.flow import (
     Boundary,
     FlowSetup,
@@ -52,6 +51,7 @@ from pbdl_cli.problems.flow import (
     coarsen_state,
     sphere_mask,
 )
+from pbdl_cli.registry import PluginConfig
 
 #: the book's viscosity mapping: nu = dt res^2 RE_FAC_SOL / Re with dt = 1, res = 32
 BOOK_RE_FACTOR = 32**2 * 10 / 128**2  # 0.625
@@ -250,7 +250,7 @@ class Karman(Problem):
         jitter = torch.randint(0, c.warmup_jitter + 1, (state.shape[0],), generator=generator)
         if base == 0 and c.warmup_jitter == 0:
             return state
-        from pbdl_cli.solvers import SOLVERS
+        from pbdl_cli.solvers.base import SOLVERS
 
         solver = SOLVERS.build(self.warmup_solver_config(), problem=self)
         out = []

@@ -19,8 +19,8 @@ import torch
 from torch import Tensor
 
 from pbdl_cli.errors import PbdlError
-from pbdl_cli.problems import PROBLEMS
-from pbdl_cli.problems.base import Grid, Observations, Params, PluginConfig, Problem
+from pbdl_cli.problems.base import PROBLEMS, Grid, Observations, Params, Problem
+from pbdl_cli.registry import PluginConfig
 from pbdl_cli.utils.seeding import generator
 
 

@@ -22,9 +22,9 @@ import math
 import torch
 from torch import Tensor
 
-from pbdl_cli.problems import PROBLEMS
-from pbdl_cli.problems.base import Grid, Params, PluginConfig, Problem, check_time_grid
+from pbdl_cli.problems.base import PROBLEMS, Grid, Params, Problem, check_time_grid
 from pbdl_cli.problems.flow import Boundary, FlowSetup, coarsen_state
+from pbdl_cli.registry import PluginConfig
 
 
 @dataclasses.dataclass

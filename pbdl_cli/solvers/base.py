@@ -18,7 +18,8 @@ import torch
 from torch import Tensor
 
 from pbdl_cli.errors import PbdlError
-from pbdl_cli.problems.base import Params, PluginConfig, Problem
+from pbdl_cli.problems.base import Params, Problem
+from pbdl_cli.registry import PluginConfig, Registry
 
 
 @dataclasses.dataclass
@@ -132,3 +133,7 @@ class Solver(ABC):
                 f"got {list(state.shape)}; add a batch dimension with state[None]"
             )
         return self.step(state, dt, params)
+
+
+#: every registered solver (``solver=<name>``)
+SOLVERS: Registry[type[Solver]] = Registry("solver", group="solver")

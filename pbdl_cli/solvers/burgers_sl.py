@@ -25,8 +25,7 @@ import torch
 from torch import Tensor
 
 from pbdl_cli.problems.base import Params, Problem
-from pbdl_cli.solvers import SOLVERS
-from pbdl_cli.solvers.base import Solver, SolverConfig
+from pbdl_cli.solvers.base import SOLVERS, Solver, SolverConfig
 from pbdl_cli.solvers.boundary import extend, pad_ghosts
 
 

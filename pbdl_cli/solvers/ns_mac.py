@@ -34,8 +34,7 @@ from torch import Tensor
 from pbdl_cli.errors import PbdlError
 from pbdl_cli.problems.base import Params, Problem
 from pbdl_cli.problems.flow import FlowProblem, FlowSetup
-from pbdl_cli.solvers import SOLVERS
-from pbdl_cli.solvers.base import Solver, SolverConfig
+from pbdl_cli.solvers.base import SOLVERS, Solver, SolverConfig
 from pbdl_cli.solvers.ns.advection import Scheme, advect_centred, advect_velocity, max_speed
 from pbdl_cli.solvers.ns.diffusion import diffuse_explicit, diffuse_implicit
 from pbdl_cli.solvers.ns.mac import MacGrid
@@ -100,7 +99,7 @@ class _FlowProblemNames:
     def __get__(self, obj: Any, owner: type) -> tuple[str, ...]:
         if obj is not None:
             return ()
-        from pbdl_cli.problems import PROBLEMS
+        from pbdl_cli.problems.base import PROBLEMS
 
         return tuple(e.name for e in PROBLEMS if callable(getattr(e.obj, "flow_setup", None)))
 

@@ -1,10 +1,6 @@
 """Stages: the pipelines behind the CLI commands. Importing registers the built-in ones."""
 
-from pbdl_cli.registry import Registry
-from pbdl_cli.stages.base import Stage
+from pbdl_cli.stages import evaluate, generate, train  # noqa: F401
+from pbdl_cli.stages.base import STAGES, Stage, store_stage_schemas
 
-STAGES: Registry[type[Stage]] = Registry("stage")
-
-from pbdl_cli.stages import evaluate, generate, train  # noqa: E402,F401
-
-__all__ = ["STAGES", "Stage"]
+__all__ = ["STAGES", "Stage", "store_stage_schemas"]

@@ -15,10 +15,14 @@ from typing import Any, ClassVar
 
 from omegaconf import DictConfig
 
+from pbdl_cli.registry import Registry
+
 
 class Stage(ABC):
     """One command of the pipeline (generate, train, evaluate, ...)."""
 
+    #: the typed schema of the stage's primary config (stored as ``schema/<stage>``)
+    Config: ClassVar[type]
     #: name of the primary config in pbdl_cli/conf (usually the stage's name)
     config_name: ClassVar[str]
     #: False while a stage only validates its config (the CLI says so and exits 1)
@@ -31,3 +35,17 @@ class Stage(ABC):
     @abstractmethod
     def run(self, settings: Any, cfg: DictConfig, run_dir: Path) -> Any:
         """Execute the stage; ``cfg`` is the resolved config (for provenance)."""
+
+
+#: every registered stage (``pbdl <name>``)
+STAGES: Registry[type[Stage]] = Registry("stage")
+
+
+def store_stage_schemas() -> None:
+    """Store every stage's schema in Hydra's ConfigStore as ``schema/<stage>`` (the
+    primary configs start their defaults list with it)."""
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    for entry in STAGES:
+        store.store(group="schema", name=entry.name, node=entry.obj.Config, provider="pbdl")

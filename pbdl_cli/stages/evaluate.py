@@ -20,6 +20,7 @@ Shapes: prediction and reference are [B, T, C, *spatial] on ``problem.times()`` 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 import logging
 import math
@@ -28,28 +29,65 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 from rich.table import Table
 from torch import Tensor
 
-from pbdl_cli.config import CheckpointChoice, EvaluateConfig, TrainConfig, to_schema
+from pbdl_cli.config import to_schema
 from pbdl_cli.console import console
 from pbdl_cli.data import TrajectoryWriter
 from pbdl_cli.errors import PbdlError
+from pbdl_cli.evaluation.gallery import GalleryConfig
 from pbdl_cli.evaluation.metrics import per_time, summarize
 from pbdl_cli.evaluation.rollout import CORR_THRESHOLD, RolloutSummary, rollout_summary
 from pbdl_cli.methods import METHODS, Method, build_method
-from pbdl_cli.models import MODELS
+from pbdl_cli.models.base import MODELS
 from pbdl_cli.plugins import load_plugins
 from pbdl_cli.problems import PROBLEMS, Problem
 from pbdl_cli.problems.base import Observations
-from pbdl_cli.stages import STAGES
-from pbdl_cli.stages.base import Stage
+from pbdl_cli.stages.base import STAGES, Stage
+from pbdl_cli.stages.train import TrainConfig
 from pbdl_cli.training.checkpoint import load_checkpoint
 from pbdl_cli.utils.device import resolve_device, resolve_dtype
 from pbdl_cli.utils.files import atomic_write_text
 
 log = logging.getLogger("pbdl.evaluate")
+
+
+class CheckpointChoice(str, enum.Enum):
+    best = "best"
+    last = "last"
+
+
+@dataclasses.dataclass
+class EvaluateConfig:
+    """Top level of ``pbdl evaluate`` (see conf/evaluate.yaml and docs/evaluate.md).
+
+    Attributes:
+        run: the ``pbdl train`` run directory; results go to ``<run>/eval``.
+        checkpoint: ``last`` (the final model, what ``pbdl train`` reported) or ``best``
+            (the best validation value; falls back to ``last`` without a ``best.pt``).
+        device: where the model runs (``auto``, ``cpu``, ``cuda``, ...).
+        threads: torch CPU threads; null takes the train run's setting.
+        plots: write the PNG figures.
+        time_reference_solver: for data simulated on a finer grid (``data.refine``), time
+            that solver on the test states and report the prediction's speed-up over it.
+        gallery: the figures and animations of 2D predictions.
+    """
+
+    run: str = MISSING
+    checkpoint: CheckpointChoice = CheckpointChoice.last
+    device: str = "auto"
+    threads: int | None = None
+    plots: bool = True
+    time_reference_solver: bool = True
+    gallery: GalleryConfig = dataclasses.field(default_factory=GalleryConfig)
+    plugins: list[str] = dataclasses.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.threads is not None and self.threads < 1:
+            raise ValueError("threads must be >= 1 (or null for the train run's setting)")
+
 
 #: per-frame metrics stored in metrics.json (``per_time``)
 PER_TIME = ("rel_l2", "mae")
@@ -123,6 +161,7 @@ def _check_gallery_fields(shown: list[str], problem: Problem) -> None:
 class Evaluate(Stage):
     """Score a trained run: metrics, prediction file and plots in <run>/eval."""
 
+    Config = EvaluateConfig
     config_name = "evaluate"
 
     def validate(self, cfg: DictConfig) -> EvaluateSettings:

@@ -24,23 +24,83 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 from rich.table import Table
 from tqdm.auto import tqdm
 
 from pbdl_cli import __version__
-from pbdl_cli.config import GenerateConfig, to_schema
+from pbdl_cli.config import Precision, to_schema
 from pbdl_cli.console import console
 from pbdl_cli.errors import PbdlError
 from pbdl_cli.problems import PROBLEMS, Problem
 from pbdl_cli.solvers import SOLVERS, Solver, rollout
-from pbdl_cli.stages import STAGES
-from pbdl_cli.stages.base import Stage
+from pbdl_cli.stages.base import STAGES, Stage
 from pbdl_cli.utils.device import resolve_device, resolve_dtype
 from pbdl_cli.utils.files import atomic_write_text, publish_directory, remove_stale_partials
 from pbdl_cli.utils.seeding import derive_seed, generator
 
 log = logging.getLogger("pbdl.generate")
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Where datasets live and how large the splits are (``data.<key>``).
+
+    Attributes:
+        root: datasets are written to ``<root>/<problem>/<name>/{train,val,test}.h5``.
+        name: dataset name; ``auto`` derives it from the problem settings and a hash of
+            everything that determines the data (problem, solver, sizes, seed, dtype).
+        n_train, n_val, n_test: trajectories per split (0 skips a split).
+        batch_size: trajectories simulated together; changes speed and memory only.
+        compression: optional HDF5 filter for the fields (``gzip`` or ``lzf``).
+        refine: simulate on a grid ``refine`` times finer per axis (and, where the solver
+            has fixed substeps, with ``refine`` times more of them) and store the cell
+            averages on the problem's grid: the reference data of solver-in-the-loop
+            training (1: simulate on the problem's grid).
+    """
+
+    root: str = "datasets"
+    name: str = "auto"
+    n_train: int = 64
+    n_val: int = 16
+    n_test: int = 16
+    batch_size: int = 64
+    compression: str | None = None
+    refine: int = 1
+
+    def __post_init__(self) -> None:
+        if self.refine < 1:
+            raise ValueError("refine must be >= 1")
+        if min(self.n_train, self.n_val, self.n_test) < 0:
+            raise ValueError("split sizes must be >= 0")
+        if self.n_train + self.n_val + self.n_test == 0:
+            raise ValueError("all split sizes are 0: nothing to generate")
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        if self.compression not in (None, "gzip", "lzf"):
+            raise ValueError("compression must be null, gzip or lzf")
+        if not self.name or "/" in self.name or self.name.startswith("."):
+            raise ValueError(f"invalid dataset name {self.name!r}")
+
+
+@dataclasses.dataclass
+class GenerateConfig:
+    """Top level of ``pbdl generate`` (see conf/generate.yaml for the defaults)."""
+
+    problem: Any = MISSING
+    solver: Any = MISSING
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    seed: int = 0
+    device: str = "auto"
+    dtype: Precision = Precision.float32
+    threads: int | None = None
+    overwrite: bool = False
+    plugins: list[str] = dataclasses.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.threads is not None and self.threads < 1:
+            raise ValueError("threads must be >= 1 (or null for torch's default)")
+
 
 SPLITS = ("train", "val", "test")
 #: config keys that change speed or location but not the data (left out of the name hash)
@@ -91,6 +151,7 @@ def refined_simulation(problem: Problem, solver_cfg: Any, refine: int) -> tuple[
 class Generate(Stage):
     """Simulate a dataset with a differentiable solver and store it as HDF5 (schema v1)."""
 
+    Config = GenerateConfig
     config_name = "generate"
 
     def validate(self, cfg: DictConfig) -> GenerateSettings:

@@ -21,17 +21,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 from rich.table import Table
 
-from pbdl_cli.config import TrainConfig, to_schema
+from pbdl_cli.config import Precision, to_schema
 from pbdl_cli.console import console
 from pbdl_cli.evaluation.metrics import evaluate_all
 from pbdl_cli.methods import Method, build_method
-from pbdl_cli.models import MODELS
+from pbdl_cli.models.base import MODELS
 from pbdl_cli.problems import PROBLEMS, Problem
-from pbdl_cli.stages import STAGES
-from pbdl_cli.stages.base import Stage
+from pbdl_cli.stages.base import STAGES, Stage
 from pbdl_cli.training import distributed
 from pbdl_cli.training.distributed import Launch
 from pbdl_cli.training.trainer import TrainerConfig, TrainingDiverged, TrainingInterrupted, fit
@@ -39,6 +38,22 @@ from pbdl_cli.utils.device import resolve_device, resolve_dtype
 from pbdl_cli.utils.files import atomic_write_text
 
 log = logging.getLogger("pbdl.train")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Top level of ``pbdl train`` (see conf/train.yaml for the defaults)."""
+
+    problem: Any = MISSING
+    solver: Any = MISSING
+    model: Any = MISSING
+    method: Any = MISSING
+    trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
+    device: str = "auto"
+    dtype: Precision = Precision.float32
+    threads: int | None = None
+    resume: bool = False
+    plugins: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -57,6 +72,7 @@ class TrainSettings:
 class Train(Stage):
     """Train a model with a method on a problem; report its error against the reference."""
 
+    Config = TrainConfig
     config_name = "train"
 
     def validate(self, cfg: DictConfig) -> TrainSettings:
