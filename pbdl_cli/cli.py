@@ -295,17 +295,16 @@ def show(
     """Print the composed and validated config of a stage (like Hydra's --cfg job)."""
     from omegaconf import OmegaConf
 
-    from pbdl_cli.plugins import load_plugins
-    from pbdl_cli.runner import compose_with_choices, parse_args, plugin_modules, validate_config
+    from pbdl_cli.runner import compose_with_choices, parse_args, plugin_modules, prepare_plugins
     from pbdl_cli.stages import STAGES
 
     args = parse_args(stage, list(ctx.args))
-    load_plugins(plugin_modules(args.overrides))
+    prepare_plugins(plugin_modules(args.overrides))
     stage_obj = STAGES.get(stage)()
     cfg, choices = compose_with_choices(
         stage_obj.config_name, args.overrides, config_dir=args.config_dir
     )
-    validate_config(stage_obj, cfg)
+    stage_obj.build(cfg)
     for group, choice in choices.items():  # show `solver=<name>`, not the alias of a default
         if isinstance(choice, str) and choice.endswith("_default") and group in cfg:
             choices[group] = cfg[group].name

@@ -58,6 +58,20 @@ def to_schema(node: DictConfig, schema: type, *, path: str) -> Any:
         raise PbdlError(f"{path or 'config'}: {error}") from None
 
 
+def to_container(config: Any) -> dict[str, Any]:
+    """A validated config (a dataclass, plugin nodes as their dataclasses) as plain python
+    values (enums as their values): what datasets, checkpoints and run directories store,
+    and what identifies a dataset."""
+    container = OmegaConf.to_container(OmegaConf.structured(config), enum_to_str=True)
+    assert isinstance(container, dict)
+    return container
+
+
+def to_yaml(config: Any) -> str:
+    """:func:`to_container` as YAML (the provenance text stored with results)."""
+    return OmegaConf.to_yaml(OmegaConf.create(to_container(config)))
+
+
 def join_key(*parts: str) -> str:
     """``join_key("problem", "nu") == "problem.nu"``, skipping empty parts."""
     return ".".join(p for p in parts if p)

@@ -54,9 +54,6 @@ def load_plugins(extra: Iterable[str] = ()) -> None:
     for module in [*env, *extra]:
         _import_user_module(module)
     _register_default_solvers()
-    from pbdl_cli.stages import store_stage_schemas
-
-    store_stage_schemas()
 
 
 def _import_user_module(module: str) -> None:
@@ -82,13 +79,13 @@ def _register_default_solvers() -> None:
     from omegaconf import OmegaConf
 
     from pbdl_cli.problems import PROBLEMS
-    from pbdl_cli.solvers import SOLVERS
+    from pbdl_cli.solvers import NO_SOLVER, SOLVERS
 
     store = ConfigStore.instance()
     for entry in PROBLEMS:
         default = getattr(entry.obj, "default_solver", None)
         if default is None:
-            node = OmegaConf.create({"name": "none"})
+            node = OmegaConf.create({"name": NO_SOLVER})
         else:
             schema = SOLVERS.entry(default).schema
             node = OmegaConf.structured(schema)

@@ -128,9 +128,13 @@ class Registry(Generic[T]):
 
         ``cfg`` holds ``name`` plus the plugin's parameters. Unknown keys, wrong types and
         missing values raise :class:`PbdlError` naming the key; the dataclass's own
-        ``__post_init__`` checks (ranges, choices) run too.
+        ``__post_init__`` checks (ranges, choices) run too. An instance of the plugin's
+        own schema is already validated and returned as it is.
         """
         if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+            entry = self.entry(str(cfg.name))  # type: ignore[attr-defined]
+            if type(cfg) is entry.schema:
+                return cfg
             cfg = OmegaConf.structured(cfg)
         elif isinstance(cfg, dict):
             cfg = OmegaConf.create(cfg)
@@ -142,10 +146,13 @@ class Registry(Generic[T]):
             raise PbdlError(f"{self.kind} '{name}' takes no configuration")
         return to_schema(cfg, entry.schema, path=self.group or self.kind)
 
-    def build(self, cfg: Any, /, **deps: Any) -> T:
-        """Build the plugin named by ``cfg.name``: ``obj(validated_config, **deps)``."""
-        config = self.config(cfg)
+    def create(self, config: Any, /, **deps: Any) -> T:
+        """The plugin of a validated ``config`` (from :meth:`config`): ``obj(config, **deps)``."""
         return self.get(config.name)(config, **deps)  # type: ignore[operator]
+
+    def build(self, cfg: Any, /, **deps: Any) -> T:
+        """Validate ``cfg`` (:meth:`config`) and create the plugin it names."""
+        return self.create(self.config(cfg), **deps)
 
 
 def _store_schema(group: str, name: str, schema: type) -> None:

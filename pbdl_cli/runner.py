@@ -3,15 +3,19 @@
 The CLI passes everything after ``pbdl <stage>`` here unchanged. Arguments are parsed
 with Hydra's own argument parser, so ``-m``, ``--cfg``, ``--info``, ``-cd``, launcher
 overrides (``hydra/launcher=joblib``) and interpolation behave exactly as in any Hydra
-app. Before Hydra starts, pbdl composes the config once per sweep value with Hydra's
-compose API and validates it against the typed schemas; a user error therefore ends in
-one readable message and exit code 2 before any run directory or file is created.
+app. Before Hydra starts, pbdl composes the config with Hydra's compose API and has the
+stage build it (every node validated against its typed schema, the plugins built); a
+user error therefore ends in one readable message and exit code 2 before any run
+directory or file is created. A single run then uses what was built (its log records
+replayed into the run's log): it is validated and built once. A sweep checks one config
+per sweep value up front and each job builds its own.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import signal
 import sys
@@ -28,6 +32,15 @@ from pbdl_cli.plugins import load_plugins
 
 CONFIG_MODULE = "pbdl_cli.conf"
 VERSION_BASE = "1.3"
+
+
+def prepare_plugins(extra: Sequence[str] = ()) -> None:
+    """Import every plugin (built-in, installed, ``PBDL_PLUGINS``, ``extra``) and store the
+    stage schemas: what composing a stage's config needs."""
+    from pbdl_cli.stages import store_stage_schemas
+
+    load_plugins(extra)
+    store_stage_schemas()
 
 
 # -- argument parsing --------------------------------------------------------------------
@@ -103,6 +116,9 @@ def _compose(
 ) -> DictConfig:
     from hydra import compose as hydra_compose
 
+    from pbdl_cli.stages import store_stage_schemas
+
+    store_stage_schemas()
     overrides = _with_config_dir(list(overrides), config_dir)
     with _hydra_context(stage):
         try:
@@ -181,36 +197,99 @@ def sweep_combinations(overrides: list[str]) -> list[list[str]]:
     return combos
 
 
-def check(stage_name: str, args: argparse.Namespace) -> None:
-    """Compose and validate every sweep value of a command line (raises PbdlError)."""
+@dataclasses.dataclass
+class Built:
+    """What a stage built from one composed config before Hydra started: its settings,
+    the config they came from (:func:`config_key`) and the log records building emitted
+    (replayed into the run's log, which Hydra sets up only when the run starts)."""
+
+    key: str
+    settings: Any
+    records: list[logging.LogRecord]
+
+
+def config_key(cfg: DictConfig) -> str:
+    """The resolved config as text: equal keys mean the same run settings ('' where the
+    config cannot be resolved outside Hydra, e.g. it refers to ``${hydra:...}``)."""
+    try:
+        return OmegaConf.to_yaml(cfg, resolve=True)
+    except Exception:
+        return ""
+
+
+class _Recorder(logging.Handler):
+    """Keeps the log records it receives."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextlib.contextmanager
+def _recorded_logs() -> Iterator[list[logging.LogRecord]]:
+    """Route every log record emitted inside the block into the yielded list (instead of
+    the terminal: the run logs them once it has started)."""
+    root, recorder = logging.getLogger(), _Recorder()
+    handlers, level = root.handlers[:], root.level
+    root.handlers, root.level = [recorder], logging.DEBUG
+    try:
+        yield recorder.records
+    finally:
+        root.handlers, root.level = handlers, level
+
+
+def check(stage_name: str, args: argparse.Namespace) -> Built | None:
+    """Compose and build the config of a command line: every sweep value of a sweep
+    (raises PbdlError); for a single run, what was built, for the run to use."""
     from pbdl_cli.stages import STAGES
 
     stage = STAGES.get(stage_name)()
-    combos = sweep_combinations(args.overrides) if args.multirun else [args.overrides]
-    # warnings (e.g. resolution hints) are logged once, by the run itself
+    if not args.multirun:
+        cfg = compose(stage.config_name, args.overrides, config_dir=args.config_dir)
+        with _recorded_logs() as records:
+            settings = stage.build(cfg)
+        return Built(config_key(cfg), settings, records)
+    # warnings (e.g. resolution hints) are logged once, by each job
     logging.disable(logging.WARNING)
     try:
-        for overrides in combos:
-            validate_config(
-                stage, compose(stage.config_name, overrides, config_dir=args.config_dir)
-            )
+        for overrides in sweep_combinations(args.overrides):
+            stage.build(compose(stage.config_name, overrides, config_dir=args.config_dir))
     finally:
         logging.disable(logging.NOTSET)
-
-
-def validate_config(stage: Any, cfg: DictConfig) -> Any:
-    """The stage's validation of a composed config (Hydra's own node is never in it)."""
-    return stage.validate(cfg)
+    return None
 
 
 # -- execution through Hydra ---------------------------------------------------------------
 class StageTask:
-    """The Hydra task function of a stage (a picklable object, for process launchers)."""
+    """The Hydra task function of a stage (a picklable object, for process launchers).
 
-    def __init__(self, stage_name: str) -> None:
+    ``built`` is what :func:`check` built for a single run: the task uses it when Hydra's
+    config is the one it was built from, so the run is built once.
+    """
+
+    def __init__(self, stage_name: str, built: Built | None = None) -> None:
         self.stage_name = stage_name
+        self.built = built
         self.__name__ = f"pbdl_{stage_name}"
         self.__module__ = __name__
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "built": None}  # a process launcher's job builds its own
+
+    def settings(self, stage: Any, cfg: DictConfig) -> Any:
+        """The stage's settings for ``cfg``: those built before the run started, if they
+        were built from this config (their log records are emitted now), else new ones."""
+        built, self.built = self.built, None
+        if built is None or not built.key or built.key != config_key(cfg):
+            return stage.build(cfg)
+        for record in built.records:
+            logger = logging.getLogger(record.name)
+            if logger.isEnabledFor(record.levelno):
+                logger.handle(record)
+        return built.settings
 
     def __call__(self, cfg: DictConfig) -> Any:
         from hydra.core.hydra_config import HydraConfig
@@ -219,12 +298,12 @@ class StageTask:
         from pbdl_cli.stages import STAGES
 
         try:
-            load_plugins(list(cfg.get("plugins", None) or []))
+            prepare_plugins(list(cfg.get("plugins", None) or []))
             stage = STAGES.get(self.stage_name)()
-            settings = validate_config(stage, cfg)
+            settings = self.settings(stage, cfg)
             run_dir = Path(HydraConfig.get().runtime.output_dir)
             with _sigterm_as_interrupt():
-                return stage.run(settings, cfg, run_dir)
+                return stage.run(settings, run_dir)
         except PbdlError as error:
             report_error(str(error))
             raise SystemExit(error.exit_code) from None
@@ -257,13 +336,14 @@ def run_stage(stage_name: str, args: list[str]) -> None:
     from pbdl_cli.stages import STAGES
 
     parsed = parse_args(stage_name, args)
-    load_plugins(plugin_modules(parsed.overrides))
+    prepare_plugins(plugin_modules(parsed.overrides))
     if parsed.config_name is not None or parsed.config_path is not None:
         raise PbdlError(
             "--config-name/--config-path are fixed by the stage; use -cd DIR to add configs"
         )
+    built = None
     if not (parsed.info or parsed.hydra_help or parsed.shell_completion):
-        check(stage_name, parsed)
+        built = check(stage_name, parsed)
     stage = STAGES.get(stage_name)
     if not stage.implemented:
         raise PbdlError(
@@ -273,7 +353,7 @@ def run_stage(stage_name: str, args: list[str]) -> None:
         config_path=f"pkg://{CONFIG_MODULE}",
         config_name=stage.config_name,
         version_base=VERSION_BASE,
-    )(StageTask(stage_name))
+    )(StageTask(stage_name, built))
     saved = sys.argv
     sys.argv = [f"pbdl {stage_name}", *args]
     try:

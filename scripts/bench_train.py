@@ -87,8 +87,9 @@ def bench_case(
     steps: int,
     warmup: int,
 ) -> dict[str, float]:
-    from pbdl_cli.methods import build_method
+    from pbdl_cli.methods import METHODS, build_method
     from pbdl_cli.problems import PROBLEMS
+    from pbdl_cli.solvers import SOLVERS
 
     dev = torch.device(device)
     problem = PROBLEMS.build(problem_config(nx))
@@ -98,7 +99,10 @@ def bench_case(
             "solver": {"name": "burgers_sl", "substeps": None},
         }
     )
-    method = build_method(cfg, problem=problem, device=dev, dtype=torch.float32)
+    method_config, solver_config = METHODS.config(cfg.method), SOLVERS.config(cfg.solver)
+    method = build_method(
+        method_config, solver_config, problem=problem, device=dev, dtype=torch.float32
+    )
     model = method.build_model({"name": model_name, **MODELS[model_name]})
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     grid = getattr(method, "impl", method)  # `supervised` delegates to its grid variant

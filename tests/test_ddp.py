@@ -293,7 +293,7 @@ def test_misuse_is_refused(monkeypatch: pytest.MonkeyPatch):
 
     cfg = compose("train", ["method=pinn", "trainer.strategy=ddp"])
     with pytest.raises(PbdlError, match=r"method 'pinn' does not support trainer\.strategy=ddp"):
-        Train().validate(cfg)
+        Train().build(cfg)
 
 
 def test_shards_partition_the_global_batch(data: Path):

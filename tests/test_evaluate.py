@@ -66,7 +66,7 @@ def assert_png(path: Path) -> np.ndarray:
 def settings_for(run: Path, **overrides: object) -> EvaluateSettings:
     """The evaluate stage's validated settings for ``run`` (in this process)."""
     cfg = OmegaConf.create({"run": str(run), "device": "cpu", **overrides})
-    return Evaluate().validate(cfg)
+    return Evaluate().build(cfg)
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +123,7 @@ def test_metrics_equal_a_hand_computation(evaluated) -> None:
     run, _ = evaluated
     report = json.loads((run / "eval" / "metrics.json").read_text())
     s = settings_for(run)
-    model = s.method.build_model(s.train_cfg.model)
+    model = s.method.build_model(s.train.model)
     model.load_state_dict(s.state["model"])
     model.eval()
     p = s.method.predict(model).numpy()
@@ -301,8 +301,8 @@ def test_prediction_files_for_time_only_and_static_shapes(tmp_path: Path) -> Non
         times = torch.linspace(0, 1, values.shape[1], dtype=torch.float64)
         s = SimpleNamespace(
             problem=SimpleNamespace(name="toy", fields=("u",)),
-            method=SimpleNamespace(params={"k": torch.tensor([400.0])}),
-            train_cfg=cfg,
+            method=SimpleNamespace(params={"k": torch.tensor([400.0])}, needs_solver=False),
+            train=cfg,
             run=tmp_path,
             checkpoint=tmp_path / "best.pt",
         )

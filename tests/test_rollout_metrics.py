@@ -25,6 +25,7 @@ from pbdl_cli.methods import build_method
 from pbdl_cli.problems import PROBLEMS
 from pbdl_cli.runner import compose
 from pbdl_cli.stages.evaluate import Evaluate, evaluate
+from pbdl_cli.stages.train import train_config
 from pbdl_cli.training.checkpoint import save_checkpoint
 
 N = 32
@@ -214,10 +215,13 @@ TRAIN = [
 def test_evaluate_writes_rollout_metrics_for_a_burgers_pinn(tmp_path: Path) -> None:
     """An (untrained) Burgers PINN checkpoint, evaluated in this process."""
     cfg = compose("train", TRAIN)
-    problem = PROBLEMS.build(cfg.problem)
-    method = build_method(cfg, problem=problem, device=torch.device("cpu"), dtype=torch.float64)
+    train = train_config(cfg)
+    problem = PROBLEMS.create(train.problem)
+    method = build_method(
+        train.method, train.solver, problem=problem, device=torch.device("cpu"), dtype=torch.float64
+    )
     torch.manual_seed(0)
-    model = method.build_model(cfg.model)
+    model = method.build_model(train.model)
     run = tmp_path / "run"
     payload = {
         "model": model.state_dict(),
@@ -226,7 +230,7 @@ def test_evaluate_writes_rollout_metrics_for_a_burgers_pinn(tmp_path: Path) -> N
         "plugins": {k: cfg[k].name for k in ("problem", "model", "method")},
     }
     save_checkpoint(run / "checkpoints" / "last.pt", payload)
-    s = Evaluate().validate(OmegaConf.create({"run": str(run), "device": "cpu"}))
+    s = Evaluate().build(OmegaConf.create({"run": str(run), "device": "cpu"}))
     report = evaluate(s, run / "eval")
     assert json.loads((run / "eval" / "metrics.json").read_text()) == report
 
@@ -237,7 +241,7 @@ def test_evaluate_writes_rollout_metrics_for_a_burgers_pinn(tmp_path: Path) -> N
     assert new | {"rel_l2", "mse", "residual", "rel_l2_low", "rel_l2_high"} <= set(metrics)
     assert report["rollout"]["periodic"] is False and report["rollout"]["corr_threshold"] == 0.8
     # the same numbers as the functions on the prediction
-    model = s.method.build_model(s.train_cfg.model)  # in the run's dtype
+    model = s.method.build_model(s.train.model)  # in the run's dtype
     model.load_state_dict(s.state["model"])
     p = s.method.predict(model.eval()).detach().double()
     times = s.problem.times().double()

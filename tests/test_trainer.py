@@ -12,10 +12,11 @@ import torch
 from torch import nn
 
 from pbdl_cli.training import TrainerConfig, TrainingDiverged, fit, load_checkpoint
+from pbdl_cli.training.objective import Objective
 from pbdl_cli.training.trainer import TrainingInterrupted
 
 
-class Regression:
+class Regression(Objective):
     """Fit y = 3x - 1 from random mini-batches drawn with torch's global RNG."""
 
     def __init__(self, nan_at: int | None = None, interrupt_at: int | None = None) -> None:

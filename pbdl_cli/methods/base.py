@@ -7,23 +7,15 @@ evaluation compares with the reference.
 
 Shapes: ``predict`` returns [B, T, C, *spatial] on the problem's times and cell centres.
 
-Data-parallel training (``trainer.strategy=ddp``, :mod:`pbdl_cli.training.distributed`)
-needs two optional hooks, which are deliberately not defined here, so that a method
-without them is refused with a clear message (and a method that delegates attribute
-lookups to an implementation, like ``supervised``, offers them exactly when its
-implementation does):
-
-- ``set_distributed(rank, world_size)``: from now on, compute the loss of step s on this
-  process's shard (``rank`` of ``world_size``) of the global batch that one process with
-  ``world_size`` times the batch size would use at step s (the grid methods:
-  :meth:`~pbdl_cli.methods.grid.GridMethod.set_distributed`).
-- ``shard_weight(step) -> float``: the factor on this process's loss that makes the mean
-  over the processes the global batch's loss (1 for even shards).
+A method is the trainer's :class:`~pbdl_cli.training.objective.Objective`: its loss, and
+the optional hooks for taking over the optimizer step and for data-parallel training
+(``supports_ddp``, ``set_distributed``, ``shard_weight``; the grid methods have them).
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import abstractmethod
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
@@ -31,9 +23,11 @@ from torch import Tensor, nn
 
 from pbdl_cli.problems.base import Params, Problem
 from pbdl_cli.registry import PluginConfig, Registry
+from pbdl_cli.solvers.base import NO_SOLVER, SOLVERS
+from pbdl_cli.training.objective import Objective
 
 
-class Method(ABC):
+class Method(Objective):
     """Base of all methods; see the module docstring."""
 
     Config: ClassVar[type[PluginConfig]]
@@ -53,14 +47,6 @@ class Method(ABC):
     @abstractmethod
     def build_model(self, model_config: Any) -> nn.Module:
         """The model this method trains, from the ``model`` config node."""
-
-    @abstractmethod
-    def loss(self, model: nn.Module, step: int) -> dict[str, Tensor]:
-        """``{"loss": total, <term>: value, ...}`` for training step ``step``."""
-
-    def validate(self, model: nn.Module) -> dict[str, float]:
-        """Metrics logged every ``trainer.eval_every`` steps (lower is better)."""
-        return {}
 
     @abstractmethod
     def predict(self, model: nn.Module) -> Tensor:
@@ -87,6 +73,24 @@ class Method(ABC):
 METHODS: Registry[type[Method]] = Registry("method", group="method")
 
 
+def build_method(
+    config: PluginConfig,
+    solver: PluginConfig,
+    *,
+    problem: Problem,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> Method:
+    """The method of a validated ``method`` node for ``problem``; methods that train
+    through a solver (``needs_solver``) also get the one of the ``solver`` node (None
+    where the problem has none: static problems train through no solver)."""
+    deps: dict[str, Any] = {"problem": problem, "device": device, "dtype": dtype}
+    if METHODS.get(config.name).needs_solver:
+        has_solver = solver.name != NO_SOLVER
+        deps["solver"] = SOLVERS.create(solver, problem=problem) if has_solver else None
+    return METHODS.create(config, **deps)
+
+
 class Delegating(Method):
     """A registered method that hands everything to one of several implementations,
     chosen from the problem or the config (``dp``: solver or static operator;
@@ -95,6 +99,10 @@ class Delegating(Method):
     reachable through the facade."""
 
     impl: Method
+
+    @property  # type: ignore[override]
+    def supports_ddp(self) -> bool:  # the implementation's
+        return self.impl.supports_ddp
 
     def __getattr__(self, name: str) -> Any:
         impl = self.__dict__.get("impl")
@@ -110,6 +118,15 @@ class Delegating(Method):
 
     def validate(self, model: nn.Module) -> dict[str, float]:
         return self.impl.validate(model)
+
+    def step(self, optimizer: torch.optim.Optimizer, closure: Callable[[], Tensor]) -> bool:
+        return self.impl.step(optimizer, closure)
+
+    def set_distributed(self, rank: int, world_size: int) -> None:
+        self.impl.set_distributed(rank, world_size)
+
+    def shard_weight(self, step: int) -> float:
+        return self.impl.shard_weight(step)
 
     def predict(self, model: nn.Module) -> Tensor:
         return self.impl.predict(model)

@@ -274,6 +274,7 @@ class GridMethod(Method):
     """
 
     config: GridConfig
+    supports_ddp = True
     #: future frames per training window (n of the windows)
     horizon: int = 1
     #: whether the stepper runs the solver (then ``solver`` must be given)

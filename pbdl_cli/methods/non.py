@@ -65,6 +65,7 @@ class NoCorrection(GridMethod):
         anchor = sum(p.sum() for p in model.parameters())  # 0, but backward() needs a graph
         return {"loss": mse + 0 * anchor}
 
-    def step(self, optimizer: torch.optim.Optimizer, closure: Callable[[], Tensor]) -> None:
+    def step(self, optimizer: torch.optim.Optimizer, closure: Callable[[], Tensor]) -> bool:
         """The trainer's custom step: evaluate the loss, update nothing."""
         closure()
+        return True

@@ -253,14 +253,16 @@ def _load(results: dict[str, Any], name: str, dtype: Any) -> tuple[Any, Any, Any
 
     from pbdl_cli.methods import build_method
     from pbdl_cli.problems import PROBLEMS
-    from pbdl_cli.stages.evaluate import train_config
+    from pbdl_cli.stages.evaluate import stored_train_config
+    from pbdl_cli.stages.train import train_config
     from pbdl_cli.training.checkpoint import load_checkpoint
 
     checkpoint = Path(results[name]["run"]) / "checkpoints" / "last.pt"
     state = load_checkpoint(checkpoint)
-    cfg = train_config(state, checkpoint)
-    problem = PROBLEMS.build(cfg.problem)
-    method = build_method(cfg, problem=problem, device=torch.device("cpu"), dtype=dtype)
+    cfg = train_config(stored_train_config(state, checkpoint))
+    problem = PROBLEMS.create(cfg.problem)
+    cpu = torch.device("cpu")
+    method = build_method(cfg.method, cfg.solver, problem=problem, device=cpu, dtype=dtype)
     model = method.build_model(cfg.model)  # in dtype, like the method
     model.load_state_dict(state["model"])
     model.eval()

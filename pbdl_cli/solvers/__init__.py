@@ -2,7 +2,7 @@
 the built-in ones; :func:`rollout` is shared with learned steppers."""
 
 from pbdl_cli.solvers import burgers_sl, burgers_spectral, ns_mac  # noqa: F401
-from pbdl_cli.solvers.base import SOLVERS, Solver, SolverConfig
+from pbdl_cli.solvers.base import NO_SOLVER, SOLVERS, Solver, SolverConfig
 from pbdl_cli.solvers.rollout import Stepper, rollout
 
-__all__ = ["SOLVERS", "Solver", "SolverConfig", "Stepper", "rollout"]
+__all__ = ["NO_SOLVER", "SOLVERS", "Solver", "SolverConfig", "Stepper", "rollout"]

@@ -135,5 +135,8 @@ class Solver(ABC):
         return self.step(state, dt, params)
 
 
+#: the solver option of a problem without a default solver (``solver: {name: none}``)
+NO_SOLVER = "none"
+
 #: every registered solver (``solver=<name>``)
 SOLVERS: Registry[type[Solver]] = Registry("solver", group="solver")

@@ -1,15 +1,17 @@
 """The Stage interface: a pipeline the CLI runs on a composed config.
 
-A stage names its primary config (``conf/<name>.yaml``), turns the composed
-``DictConfig`` into typed objects (:meth:`Stage.validate`, which must fail fast with
-:class:`~pbdl_cli.errors.PbdlError` and touch no files), and runs (:meth:`Stage.run`)
-inside the run directory Hydra created. Stages are the only code that writes files or
-talks to the terminal.
+A stage names its primary config (``conf/<name>.yaml``) and its typed schema
+(``Config``, stored as ``schema/<name>``), turns the composed ``DictConfig`` into typed
+settings once per run (:meth:`Stage.build`: every node validated against its schema, the
+plugins built; it must fail fast with :class:`~pbdl_cli.errors.PbdlError` and touch no
+files), and runs (:meth:`Stage.run`) inside the run directory Hydra created. Stages are
+the only code that writes files or talks to the terminal.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -29,12 +31,20 @@ class Stage(ABC):
     implemented: ClassVar[bool] = True
 
     @abstractmethod
-    def validate(self, cfg: DictConfig) -> Any:
-        """Typed, checked settings for :meth:`run`; raises PbdlError on bad input."""
+    def build(self, cfg: DictConfig) -> Any:
+        """Typed, checked settings for :meth:`run` (the validated config and the plugins
+        built from it); raises PbdlError on bad input; writes nothing."""
 
     @abstractmethod
-    def run(self, settings: Any, cfg: DictConfig, run_dir: Path) -> Any:
-        """Execute the stage; ``cfg`` is the resolved config (for provenance)."""
+    def run(self, settings: Any, run_dir: Path) -> Any:
+        """Execute the stage with the settings :meth:`build` returned."""
+
+
+def plugin_configs(cfg: DictConfig, registries: Mapping[str, Registry[Any]]) -> dict[str, Any]:
+    """The plugin nodes of ``cfg`` (``problem``, ``model``, ...) validated against the
+    schemas of the plugins they name: ``{key: dataclass}``. They are checked before the
+    stage's own keys, so that their errors name their own keys and allowed values."""
+    return {key: registry.config(cfg[key]) for key, registry in registries.items()}
 
 
 #: every registered stage (``pbdl <name>``)

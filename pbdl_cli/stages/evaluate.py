@@ -33,7 +33,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from rich.table import Table
 from torch import Tensor
 
-from pbdl_cli.config import to_schema
+from pbdl_cli.config import to_schema, to_yaml
 from pbdl_cli.console import console
 from pbdl_cli.data import TrajectoryWriter
 from pbdl_cli.errors import PbdlError
@@ -45,8 +45,9 @@ from pbdl_cli.models.base import MODELS
 from pbdl_cli.plugins import load_plugins
 from pbdl_cli.problems import PROBLEMS, Problem
 from pbdl_cli.problems.base import Observations
+from pbdl_cli.solvers import NO_SOLVER
 from pbdl_cli.stages.base import STAGES, Stage
-from pbdl_cli.stages.train import TrainConfig
+from pbdl_cli.stages.train import TrainConfig, train_config
 from pbdl_cli.training.checkpoint import load_checkpoint
 from pbdl_cli.utils.device import resolve_device, resolve_dtype
 from pbdl_cli.utils.files import atomic_write_text
@@ -101,7 +102,7 @@ class EvaluateSettings:
     run: Path
     checkpoint: Path
     state: dict[str, Any]
-    train_cfg: DictConfig
+    #: the run's train config (plugin nodes as their schemas)
     train: TrainConfig
     problem: Problem
     method: Method
@@ -130,7 +131,7 @@ def find_checkpoint(run: Path, choice: CheckpointChoice) -> Path:
     )
 
 
-def train_config(state: dict[str, Any], checkpoint: Path) -> DictConfig:
+def stored_train_config(state: dict[str, Any], checkpoint: Path) -> DictConfig:
     """The resolved train config stored in a checkpoint, as a DictConfig."""
     text = state.get("config")
     if not isinstance(text, str):
@@ -164,7 +165,7 @@ class Evaluate(Stage):
     Config = EvaluateConfig
     config_name = "evaluate"
 
-    def validate(self, cfg: DictConfig) -> EvaluateSettings:
+    def build(self, cfg: DictConfig) -> EvaluateSettings:
         config: EvaluateConfig = to_schema(cfg, EvaluateConfig, path="")
         run = Path(config.run)
         if not run.exists():
@@ -173,7 +174,7 @@ class Evaluate(Stage):
             raise PbdlError(f"run={run} is not a directory; pass a pbdl train run directory")
         checkpoint = find_checkpoint(run, config.checkpoint)
         state = load_checkpoint(checkpoint, map_location="cpu")
-        train_cfg = train_config(state, checkpoint)
+        train_cfg = stored_train_config(state, checkpoint)
         load_plugins(list(train_cfg.get("plugins", None) or []))
         names = state.get("plugins") or {}
         registries = {"problem": PROBLEMS, "model": MODELS, "method": METHODS}
@@ -186,11 +187,12 @@ class Evaluate(Stage):
                 )
         device = resolve_device(config.device)
         try:
-            train: TrainConfig = to_schema(train_cfg, TrainConfig, path="")
+            train = train_config(train_cfg)
             dtype = resolve_dtype(train.dtype.value)
-            problem = PROBLEMS.build(train_cfg.problem)
-            MODELS.config(train_cfg.model)
-            method = build_method(train_cfg, problem=problem, device=device, dtype=dtype)
+            problem = PROBLEMS.create(train.problem)
+            method = build_method(
+                train.method, train.solver, problem=problem, device=device, dtype=dtype
+            )
         except PbdlError as error:
             raise PbdlError(f"cannot rebuild the run from {checkpoint}: {error}") from None
         if config.gallery.fields is not None:
@@ -200,7 +202,6 @@ class Evaluate(Stage):
             run=run,
             checkpoint=checkpoint,
             state=state,
-            train_cfg=train_cfg,
             train=train,
             problem=problem,
             method=method,
@@ -208,7 +209,7 @@ class Evaluate(Stage):
             dtype=dtype,
         )
 
-    def run(self, settings: EvaluateSettings, cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    def run(self, settings: EvaluateSettings, run_dir: Path) -> dict[str, Any]:
         # Hydra's run_dir is <run>/eval too, except in a sweep (-m run=A,B)
         return evaluate(settings, settings.run / "eval")
 
@@ -224,7 +225,7 @@ def evaluate(s: EvaluateSettings, out_dir: Path) -> dict[str, Any]:
     if threads is not None:
         torch.set_num_threads(threads)
     problem, method = s.problem, s.method
-    model = method.build_model(s.train_cfg.model)
+    model = method.build_model(s.train.model)
     try:
         model.load_state_dict(s.state["model"])
     except (RuntimeError, KeyError, TypeError) as error:
@@ -238,8 +239,8 @@ def evaluate(s: EvaluateSettings, out_dir: Path) -> dict[str, Any]:
         "evaluating %s (step %d) of %s with %s on %s",
         s.checkpoint,
         step,
-        s.train_cfg.model.name,
-        s.train_cfg.method.name,
+        s.train.model.name,
+        s.train.method.name,
         problem.name,
     )
 
@@ -360,7 +361,7 @@ def _metrics(
     with torch.no_grad():
         extra = method.extra_metrics(model)
     for key, value in extra.items():
-        metrics[key if key not in metrics else f"{s.train_cfg.method.name}/{key}"] = float(value)
+        metrics[key if key not in metrics else f"{s.train.method.name}/{key}"] = float(value)
     misfit = observation_mse(prediction, observations)
     if misfit is not None:
         metrics["observation_mse"] = misfit
@@ -369,8 +370,8 @@ def _metrics(
         "checkpoint": str(s.checkpoint),
         "step": step,
         "problem": problem.name,
-        "method": str(s.train_cfg.method.name),
-        "model": str(s.train_cfg.model.name),
+        "method": str(s.train.method.name),
+        "model": str(s.train.model.name),
         "fields": list(problem.fields),
         "shape": list(prediction.shape),
         "params": {k: v.double().tolist() for k, v in method.params.items()},
@@ -437,15 +438,15 @@ def write_trajectories(
         if v.ndim >= 1 and v.shape[0] == b
     }
     # the solver is provenance only where the method trains through one
-    solver = (s.train_cfg.get("solver") or {}) if getattr(s.method, "needs_solver", False) else {}
+    solver = s.train.solver.name if s.method.needs_solver else NO_SOLVER
     attrs = {
         "problem": s.problem.name,
-        "solver": str(solver.get("name", "none")),
+        "solver": str(solver),
         "dt": float(times[1] - times[0]) if len(times) > 1 else 0.0,
         "split": kind,
-        "config": OmegaConf.to_yaml(s.train_cfg, resolve=True),
-        "method": str(s.train_cfg.method.name),
-        "model": str(s.train_cfg.model.name),
+        "config": to_yaml(s.train),
+        "method": str(s.train.method.name),
+        "model": str(s.train.model.name),
         "run": str(s.run),
         "checkpoint": s.checkpoint.name,
         "step": step,

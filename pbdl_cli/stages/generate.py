@@ -24,16 +24,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig
 from rich.table import Table
 from tqdm.auto import tqdm
 
 from pbdl_cli import __version__
-from pbdl_cli.config import Precision, to_schema
+from pbdl_cli.config import Precision, to_container, to_schema, to_yaml
 from pbdl_cli.console import console
 from pbdl_cli.errors import PbdlError
 from pbdl_cli.problems import PROBLEMS, Problem
-from pbdl_cli.solvers import SOLVERS, Solver, rollout
+from pbdl_cli.solvers import NO_SOLVER, SOLVERS, Solver, rollout
 from pbdl_cli.stages.base import STAGES, Stage
 from pbdl_cli.utils.device import resolve_device, resolve_dtype
 from pbdl_cli.utils.files import atomic_write_text, publish_directory, remove_stale_partials
@@ -85,7 +85,10 @@ class DataConfig:
 
 @dataclasses.dataclass
 class GenerateConfig:
-    """Top level of ``pbdl generate`` (see conf/generate.yaml for the defaults)."""
+    """Top level of ``pbdl generate`` (see conf/generate.yaml for the defaults).
+
+    ``problem`` and ``solver`` hold the schemas of the selected plugins once built
+    (:meth:`Generate.build`)."""
 
     problem: Any = MISSING
     solver: Any = MISSING
@@ -122,13 +125,10 @@ class GenerateSettings:
     target: Path
 
 
-def dataset_name(cfg: DictConfig, problem: Problem) -> str:
+def dataset_name(config: GenerateConfig, problem: Problem) -> str:
     """``<problem slug>-<8 hex digits>``: the hash covers everything that shapes the data."""
-    identity = OmegaConf.to_container(
-        OmegaConf.masked_copy(cfg, ["problem", "solver", "data", "seed", "dtype"]),
-        resolve=True,
-        enum_to_str=True,
-    )
+    stored = to_container(config)
+    identity = {k: stored[k] for k in ("problem", "solver", "data", "seed", "dtype")}
     for key in _NOT_IN_HASH:
         identity["data"].pop(key, None)
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
@@ -138,12 +138,12 @@ def dataset_name(cfg: DictConfig, problem: Problem) -> str:
 def refined_simulation(problem: Problem, solver_cfg: Any, refine: int) -> tuple[Problem, Solver]:
     """The problem ``refine`` times finer and its solver (``refine`` times more substeps
     where ``solver.substeps`` is fixed; the CFL rule refines time by itself otherwise):
-    the simulation behind a ``data.refine`` dataset."""
+    the simulation behind a ``data.refine`` dataset. ``solver_cfg``: the solver's
+    config (a node or its schema)."""
     simulated = problem.refined(refine)
-    fine_solver = OmegaConf.to_container(solver_cfg, resolve=True)
-    assert isinstance(fine_solver, dict)
-    if fine_solver.get("substeps") is not None:
-        fine_solver["substeps"] *= refine
+    fine_solver = SOLVERS.config(solver_cfg)
+    if getattr(fine_solver, "substeps", None) is not None:
+        fine_solver = dataclasses.replace(fine_solver, substeps=fine_solver.substeps * refine)
     return simulated, SOLVERS.build(fine_solver, problem=simulated)
 
 
@@ -154,19 +154,21 @@ class Generate(Stage):
     Config = GenerateConfig
     config_name = "generate"
 
-    def validate(self, cfg: DictConfig) -> GenerateSettings:
-        # plugin nodes first, so that their errors name their own keys
-        problem = PROBLEMS.build(cfg.problem)
-        if cfg.solver.get("name") == "none":
+    def build(self, cfg: DictConfig) -> GenerateSettings:
+        problem_config = PROBLEMS.config(cfg.problem)
+        problem = PROBLEMS.create(problem_config)
+        if cfg.solver.get("name") == NO_SOLVER:
             raise PbdlError(
                 f"problem '{problem.name}' has no default solver; choose one with solver=..."
             )
-        solver = SOLVERS.build(cfg.solver, problem=problem)
+        solver_config = SOLVERS.config(cfg.solver)
+        solver = SOLVERS.create(solver_config, problem=problem)
         config: GenerateConfig = to_schema(cfg, GenerateConfig, path="")
+        config.problem, config.solver = problem_config, solver_config
         simulated, simulator = problem, solver
         if config.data.refine > 1:
-            simulated, simulator = refined_simulation(problem, cfg.solver, config.data.refine)
-        name = config.data.name if config.data.name != "auto" else dataset_name(cfg, problem)
+            simulated, simulator = refined_simulation(problem, solver_config, config.data.refine)
+        name = config.data.name if config.data.name != "auto" else dataset_name(config, problem)
         target = Path(config.data.root) / problem.name / name
         if target.exists() and not config.overwrite:
             raise PbdlError(
@@ -184,7 +186,7 @@ class Generate(Stage):
             target=target,
         )
 
-    def run(self, settings: GenerateSettings, cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    def run(self, settings: GenerateSettings, run_dir: Path) -> dict[str, Any]:
         s = settings
         sizes = {
             "train": s.config.data.n_train,
@@ -198,7 +200,7 @@ class Generate(Stage):
             log.info("removed %s left by an interrupted run", stale)
         partial = s.target.with_name(f"{s.target.name}.partial-{os.getpid()}")
         partial.mkdir()
-        yaml = OmegaConf.to_yaml(cfg, resolve=True)
+        yaml = to_yaml(s.config)
         log.info(
             "generating %s with %s on %s (%s): %s",
             s.problem.name,

@@ -24,13 +24,15 @@ import torch
 from omegaconf import MISSING, DictConfig, OmegaConf
 from rich.table import Table
 
-from pbdl_cli.config import Precision, to_schema
+from pbdl_cli.config import Precision, to_container, to_schema
 from pbdl_cli.console import console
 from pbdl_cli.evaluation.metrics import evaluate_all
-from pbdl_cli.methods import Method, build_method
+from pbdl_cli.methods import METHODS, Method, build_method
 from pbdl_cli.models.base import MODELS
 from pbdl_cli.problems import PROBLEMS, Problem
-from pbdl_cli.stages.base import STAGES, Stage
+from pbdl_cli.registry import PluginConfig
+from pbdl_cli.solvers import NO_SOLVER, SOLVERS
+from pbdl_cli.stages.base import STAGES, Stage, plugin_configs
 from pbdl_cli.training import distributed
 from pbdl_cli.training.distributed import Launch
 from pbdl_cli.training.trainer import TrainerConfig, TrainingDiverged, TrainingInterrupted, fit
@@ -42,7 +44,10 @@ log = logging.getLogger("pbdl.train")
 
 @dataclasses.dataclass
 class TrainConfig:
-    """Top level of ``pbdl train`` (see conf/train.yaml for the defaults)."""
+    """Top level of ``pbdl train`` (see conf/train.yaml for the defaults).
+
+    ``problem``, ``solver``, ``model`` and ``method`` hold the schemas of the selected
+    plugins once validated (:func:`train_config`)."""
 
     problem: Any = MISSING
     solver: Any = MISSING
@@ -56,12 +61,31 @@ class TrainConfig:
     plugins: list[str] = dataclasses.field(default_factory=list)
 
 
+def solver_config(node: DictConfig) -> PluginConfig:
+    """The ``solver`` node validated against its solver's schema (``name: none``: the
+    problem has no solver)."""
+    if node.get("name") == NO_SOLVER:
+        return PluginConfig(name=NO_SOLVER)
+    return SOLVERS.config(node)
+
+
+def train_config(cfg: DictConfig) -> TrainConfig:
+    """A composed (or stored) train config validated: every plugin node against its
+    plugin's schema, then the rest (plugin nodes first, so that their errors name their
+    own keys)."""
+    nodes = plugin_configs(cfg, {"problem": PROBLEMS, "model": MODELS, "method": METHODS})
+    nodes["solver"] = solver_config(cfg.solver)
+    config: TrainConfig = to_schema(cfg, TrainConfig, path="")
+    for key, node in nodes.items():
+        setattr(config, key, node)
+    return config
+
+
 @dataclasses.dataclass
 class TrainSettings:
     config: TrainConfig
     problem: Problem
     method: Method
-    trainer: TrainerConfig
     device: torch.device
     dtype: torch.dtype
     #: this process's place in a data-parallel run (trainer.strategy=ddp)
@@ -75,30 +99,24 @@ class Train(Stage):
     Config = TrainConfig
     config_name = "train"
 
-    def validate(self, cfg: DictConfig) -> TrainSettings:
-        problem = PROBLEMS.build(cfg.problem)
-        MODELS.config(cfg.model)
-        trainer = to_schema(cfg.trainer, TrainerConfig, path="trainer")
-        config: TrainConfig = to_schema(cfg, TrainConfig, path="")
+    def build(self, cfg: DictConfig) -> TrainSettings:
+        config = train_config(cfg)
+        problem = PROBLEMS.create(config.problem)
         # torchrun's environment must match trainer.strategy; ddp: cuda -> cuda:LOCAL_RANK
-        launch = distributed.launch_environment(trainer.strategy.value)
+        launch = distributed.launch_environment(config.trainer.strategy.value)
         device = distributed.process_device(launch, resolve_device(config.device))
         dtype = resolve_dtype(config.dtype.value)
         # building the method checks that it fits the problem, before any run starts
-        method = build_method(cfg, problem=problem, device=device, dtype=dtype)
-        if launch.distributed:  # refuses methods whose loss does not shard
-            distributed.shard_method(method, launch.rank, launch.world_size)
+        method = build_method(
+            config.method, config.solver, problem=problem, device=device, dtype=dtype
+        )
+        if launch.distributed:  # refuses methods whose loss does not shard, before any run
+            distributed.check_shardable(method)
         return TrainSettings(
-            config=config,
-            problem=problem,
-            method=method,
-            trainer=trainer,
-            device=device,
-            dtype=dtype,
-            launch=launch,
+            config=config, problem=problem, method=method, device=device, dtype=dtype, launch=launch
         )
 
-    def run(self, settings: TrainSettings, cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    def run(self, settings: TrainSettings, run_dir: Path) -> dict[str, Any]:
         launch = settings.launch
         if settings.config.threads is not None:
             torch.set_num_threads(settings.config.threads)
@@ -108,24 +126,24 @@ class Train(Stage):
         ):
             run_dir = distributed.shared_run_dir(run_dir, launch)
             try:
-                return self._train(settings, cfg, run_dir)
+                return self._train(settings, run_dir)
             except (TrainingDiverged, TrainingInterrupted) as error:
                 if launch.is_main:
                     raise
                 raise SystemExit(error.exit_code) from None  # every rank stops; rank 0 says why
 
-    def _train(self, s: TrainSettings, cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-        method, main = s.method, s.launch.is_main
-        model = method.build_model(cfg.model)
+    def _train(self, s: TrainSettings, run_dir: Path) -> dict[str, Any]:
+        method, main, config = s.method, s.launch.is_main, s.config
+        model = method.build_model(config.model)
         normalization = getattr(method, "normalization", None)  # grid methods
         if normalization is not None and main:
             normalization.save(run_dir / "normalization.json")
         count = sum(p.numel() for p in model.parameters())
         log.info(
             "training %s (%d parameters) with %s on %s, %s (%s)",
-            cfg.model.name,
+            config.model.name,
             count,
-            cfg.method.name,
+            config.method.name,
             s.problem.name,
             s.device,
             s.config.dtype.value,
@@ -136,17 +154,17 @@ class Train(Stage):
                 s.launch.world_size,
                 s.launch.world_size,
             )
-        stored = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+        stored = to_container(config)
         if stored["method"].get("data"):  # so that pbdl evaluate works from any directory
             stored["method"]["data"] = str(Path(stored["method"]["data"]).resolve())
         extra = {
             "config": OmegaConf.to_yaml(OmegaConf.create(stored)),
-            "plugins": {k: cfg[k].name for k in ("problem", "model", "method")},
+            "plugins": {k: getattr(config, k).name for k in ("problem", "model", "method")},
         }
         result = fit(
             method,
             model,
-            s.trainer,
+            config.trainer,
             run_dir,
             resume=s.config.resume,
             validate_key="rel_l2",

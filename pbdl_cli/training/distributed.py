@@ -4,8 +4,8 @@ group and the few collectives the training loop needs.
 ``torchrun --nproc_per_node=N -m pbdl_cli train ... trainer.strategy=ddp`` starts N
 processes with ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` (and ``MASTER_ADDR``,
 ``MASTER_PORT``) in their environment. Each process trains the same model on its shard of
-every global batch (the method's ``set_distributed`` hook, see
-:mod:`pbdl_cli.methods.base`); torch's DistributedDataParallel averages the gradients.
+every global batch (the ``set_distributed`` hook of
+:mod:`pbdl_cli.training.objective`); torch's DistributedDataParallel averages the gradients.
 The process group uses NCCL on GPUs (process r on ``cuda:LOCAL_RANK``) and gloo on the
 CPU. Rank 0 alone writes the run directory and prints.
 """
@@ -26,6 +26,7 @@ import torch
 import torch.distributed as dist
 
 from pbdl_cli.errors import PbdlError
+from pbdl_cli.training.objective import Objective
 
 log = logging.getLogger("pbdl.distributed")
 
@@ -208,12 +209,10 @@ def method_name(method: Any) -> str:
     return str(getattr(config, "name", None) or type(method).__name__)
 
 
-def shard_method(method: Any, rank: int, world_size: int) -> None:
-    """Tell ``method`` that it computes its loss on shard ``rank`` of ``world_size`` of every
-    global batch (its optional ``set_distributed`` hook); methods without the hook cannot
-    be trained data-parallel: :class:`PbdlError`."""
-    hook = getattr(method, "set_distributed", None)
-    if hook is None:
+def check_shardable(method: Objective) -> None:
+    """:class:`PbdlError` unless ``method``'s loss splits into shards of a batch
+    (``supports_ddp``): only such methods train data-parallel."""
+    if not method.supports_ddp:
         raise PbdlError(
             f"method '{method_name(method)}' does not support trainer.strategy=ddp: its loss "
             "does not split into shards of a batch (collocation points, a whole trajectory "
@@ -221,7 +220,14 @@ def shard_method(method: Any, rank: int, world_size: int) -> None:
             "methods (method.data=<dataset>: supervised, unrolled, pre, sol, non) train "
             "data-parallel"
         )
-    hook(rank, world_size)
+
+
+def shard_method(method: Objective, rank: int, world_size: int) -> None:
+    """Tell ``method`` that it computes its loss on shard ``rank`` of ``world_size`` of every
+    global batch (:meth:`~pbdl_cli.training.objective.Objective.set_distributed`), after
+    :func:`check_shardable`."""
+    check_shardable(method)
+    method.set_distributed(rank, world_size)
 
 
 class StepSync:

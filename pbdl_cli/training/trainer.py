@@ -1,11 +1,11 @@
 """The training loop shared by every method (nanoGPT-style: one function, top to bottom).
 
-A *method* supplies the loss: ``method.loss(model, step) -> {"loss": Tensor, <term>: ...}``
-(it owns its data or collocation points), and optionally ``method.validate(model) ->
-{name: float}`` (lower ``validate_key`` is better) and ``method.step(optimizer, closure)``
-to take over the optimizer step (e.g. SIP, HIG). The loop runs an optimizer phase (Adam,
-AdamW or SGD) for ``max_steps`` and then, optionally, a full-batch L-BFGS phase with a
-strong-Wolfe line search for ``lbfgs_steps``.
+A *method* (any :class:`~pbdl_cli.training.objective.Objective`) supplies the loss:
+``method.loss(model, step) -> {"loss": Tensor, <term>: ...}`` (it owns its data or
+collocation points), its ``validate(model) -> {name: float}`` (lower ``validate_key`` is
+better) and may take over the optimizer step (``method.step``, e.g. SIP, HIG). The loop
+runs an optimizer phase (Adam, AdamW or SGD) for ``max_steps`` and then, optionally, a
+full-batch L-BFGS phase with a strong-Wolfe line search for ``lbfgs_steps``.
 
 Around that it keeps a run directory: ``metrics.jsonl`` (one JSON object per logged step),
 ``checkpoints/last.pt`` (every ``checkpoint_every`` steps and at the end) and
@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,6 +48,7 @@ from tqdm.auto import tqdm
 from pbdl_cli.errors import PbdlError
 from pbdl_cli.training import distributed
 from pbdl_cli.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from pbdl_cli.training.objective import Objective
 
 
 class OptimizerName(str, enum.Enum):
@@ -126,10 +127,6 @@ class TrainerConfig:
             raise ValueError("betas must be [beta1, beta2]")
 
 
-class Method(Protocol):
-    def loss(self, model: nn.Module, step: int) -> dict[str, Tensor]: ...
-
-
 class TrainingDiverged(PbdlError):
     """The loss became NaN or infinite."""
 
@@ -160,7 +157,7 @@ class _Phase:
 
 
 def fit(
-    method: Method,
+    method: Objective,
     model: nn.Module,
     config: TrainerConfig,
     run_dir: Path,
@@ -303,7 +300,7 @@ def fit(
 
 
 def _train_step(
-    method: Method,
+    method: Objective,
     model: nn.Module,
     phase: _Phase,
     config: TrainerConfig,
@@ -318,12 +315,11 @@ def _train_step(
     optimizer = phase.optimizer
     seen: dict[str, Tensor] = {}
     stop = [False]
-    weight = getattr(method, "shard_weight", None) if sync is not None else None
 
     def closure() -> Tensor:
         optimizer.zero_grad(set_to_none=True)
         terms = method.loss(model, step)
-        if weight is not None and (w := weight(step)) != 1.0:  # an uneven shard
+        if sync is not None and (w := method.shard_weight(step)) != 1.0:  # an uneven shard
             terms = {k: v * w for k, v in terms.items()}
         loss = terms["loss"]
         values = {k: v.detach() for k, v in terms.items()}
@@ -335,9 +331,8 @@ def _train_step(
         seen.update(values)
         return loss if sync is None else values["loss"]
 
-    custom = getattr(method, "step", None)
-    if custom is not None:
-        custom(optimizer, closure)
+    if method.step(optimizer, closure):  # the method took the step
+        pass
     elif phase.name == "lbfgs":
         optimizer.step(closure)
     else:
@@ -394,14 +389,16 @@ def _scheduler(
 
 
 def _validate(
-    method: Method, model: nn.Module, step: int, log: _MetricsLog, key: str | None, elapsed: float
+    method: Objective,
+    model: nn.Module,
+    step: int,
+    log: _MetricsLog,
+    key: str | None,
+    elapsed: float,
 ) -> float | None:
-    validate: Callable[[nn.Module], dict[str, float]] | None = getattr(method, "validate", None)
-    if validate is None:
-        return None
     was_training = model.training
     model.eval()
-    values = validate(model)
+    values = method.validate(model)
     model.train(was_training)
     record = {"step": step} | {f"val/{k}": v for k, v in values.items()} | {"time": elapsed}
     log.write(record)
