@@ -50,8 +50,9 @@ def generate(root: Path, trajectories: int, nx: int, dt: float, t_end: float) ->
     cmd = [
         sys.executable, "-m", "pbdl_cli", "generate", "problem=burgers", "solver=burgers_sl",
         f"problem.nx={nx}", f"problem.dt={dt}", f"problem.t_end={t_end}",
-        "problem.nu_range=[0.005,0.05]", f"data.n_train={trajectories}", "data.n_val=0",
-        "data.n_test=0", f"data.root={root / 'datasets'}", f"hydra.run.dir={root / 'out'}",
+        "problem.nu_range=[0.005,0.05]", "problem.ic=sines", "problem.bc=periodic",
+        f"data.n_train={trajectories}", "data.n_val=0", "data.n_test=0",
+        f"data.root={root / 'datasets'}", f"hydra.run.dir={root / 'out'}",
         "threads=2",
     ]  # fmt: skip
     subprocess.run(cmd, cwd=root, check=True, capture_output=True, text=True)

@@ -52,7 +52,15 @@ def build(solver: str, nx: int, steps: int):
 
     load_plugins()
     problem = PROBLEMS.build(
-        {"name": "burgers", "nx": nx, "nu": NU, "ic": "sines", "t_end": steps * DT, "dt": DT}
+        {
+            "name": "burgers",
+            "nx": nx,
+            "nu": NU,
+            "ic": "sines",
+            "bc": "periodic",
+            "t_end": steps * DT,
+            "dt": DT,
+        }
     )
     return problem, SOLVERS.build({"name": solver}, problem=problem)
 
@@ -212,6 +220,8 @@ def main() -> None:
             f"problem.nu={NU}",
             f"problem.t_end={args.steps * DT}",
             f"problem.dt={DT}",
+            "problem.ic=sines",
+            "problem.bc=periodic",
             f"data.batch_size={args.batch}",
             "data.n_val=0",
             "data.n_test=0",
@@ -234,7 +244,7 @@ def main() -> None:
         memory = {}
         for n in (args.batch, 8 * args.batch):
             memory[str(n)] = child_peak_rss(
-                [*common[4:], *small, f"data.n_train={n}", f"data.name=n{n}"], Path(tmp)
+                [*common[6:], *small, f"data.n_train={n}", f"data.name=n{n}"], Path(tmp)
             )
         report["results"]["memory_vs_n"] = {
             "batch_size": args.batch,

@@ -33,15 +33,21 @@ from pbdl_cli.stages.train import Train
 from pbdl_cli.training.distributed import launch_environment
 from tests.conftest import run_cli
 
-#: the problem of the dataset: 32 cells, 7 frames of dt = 0.05
-SETTINGS = {"nx": 32, "t_end": 0.3, "dt": 0.05, "nu": 0.01, "nu_range": [0.01, 0.05]}
+#: the problem of the dataset: 32 periodic cells, random sines, 7 frames of dt = 0.05
+SETTINGS = {
+    "nx": 32,
+    "t_end": 0.3,
+    "dt": 0.05,
+    "nu": 0.01,
+    "nu_range": [0.01, 0.05],
+    "ic": "sines",
+    "bc": "periodic",
+}
 PROBLEM = [f"problem.{k}={v}".replace(" ", "") for k, v in SETTINGS.items()]
 #: 3 train trajectories x 5 windows (history 1, unroll 2): 15 windows, so a global batch
 #: of 4 leaves a last batch of 3 per epoch, split 2 + 1 between the ranks
 RUN = [
     *PROBLEM,
-    "problem.ic=sines",  # (train's Burgers defaults are the PINN benchmark's)
-    "problem.bc=periodic",
     "method=unrolled",
     "method.unroll=2",
     "method.noise=0.01",

@@ -15,6 +15,8 @@ COMMON = (
     "problem.t_end=0.4",
     "problem.dt=0.1",
     "problem.nu=0.02",
+    "problem.ic=sines",
+    "problem.bc=periodic",
     "data.n_train=3",
     "data.n_val=0",
     "data.n_test=0",
@@ -22,7 +24,7 @@ COMMON = (
 
 
 def test_coarsen_averages_blocks_of_cells():
-    problem, _ = build({"nx": 8})
+    problem, _ = build({"nx": 8, "nu": 0.01})
     fine = torch.arange(2 * 32, dtype=torch.float64).reshape(2, 1, 32)
     coarse = problem.coarsen(fine, 4)
     assert coarse.shape == (2, 1, 8)

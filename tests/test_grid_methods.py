@@ -34,7 +34,7 @@ PROBLEM = {
     "ic": "sines",
     "bc": "periodic",
 }
-#: the same as train overrides (train's Burgers defaults are the PINN benchmark's)
+#: the same as command-line overrides (Burgers' defaults are the PINN benchmark's)
 OVERRIDES = [f"problem.{k}={v}".replace(" ", "") for k, v in PROBLEM.items()]
 TINY = {"name": "resnet", "width": 4, "blocks": 1}
 METHOD_NAMES = ("supervised", "unrolled", "non", "pre", "sol")
@@ -52,10 +52,9 @@ def one_thread():
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny dataset: cell averages of a 2x finer simulation (4 / 2 / 2 trajectories)."""
     root = tmp_path_factory.mktemp("grid")
-    args = [o for o in OVERRIDES if not o.startswith(("problem.ic", "problem.bc"))]
     result = run_cli(
         "generate",
-        *args,
+        *OVERRIDES,
         "solver=burgers_sl",
         "data.n_train=4",
         "data.n_val=2",

@@ -59,7 +59,9 @@ def test_viscosity_is_fixed_or_log_uniform():
 
 
 def test_times_grid_and_slug():
-    problem, _ = build({"nx": 100, "t_end": 0.5, "dt": 0.1, "nu": 0.02})
+    problem, _ = build(
+        {"nx": 100, "t_end": 0.5, "dt": 0.1, "nu": 0.02, "ic": "sines", "bc": "periodic"}
+    )
     assert problem.times().tolist() == pytest.approx([0, 0.1, 0.2, 0.3, 0.4, 0.5])
     x = problem.coords()["x"]
     assert x[0].item() == pytest.approx(-1 + 0.01) and x[-1].item() == pytest.approx(1 - 0.01)

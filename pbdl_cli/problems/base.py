@@ -100,6 +100,8 @@ class Problem(ABC):
     fields: ClassVar[tuple[str, ...]]
     #: registered name of the solver used when the user picks none (``None``: no solver)
     default_solver: ClassVar[str | None] = None
+    #: how to make trajectories differ, for the settings where they are all the same
+    variation_hint: ClassVar[str] = ""
 
     def __init__(self, config: PluginConfig) -> None:
         self.config = config

@@ -281,6 +281,8 @@ def write_split(s: GenerateSettings, split: str, count: int, path: Path, yaml: s
                     for i in index
                 ]
             )
+            if begin == 0:
+                _warn_if_all_alike(split, count, params, u0, problem)
             on_device = {k: v.to(s.device, s.dtype) for k, v in chunk.items()}
             fraction = len(index) / problem.num_steps  # the bar moves every output step
 
@@ -305,6 +307,26 @@ def write_split(s: GenerateSettings, split: str, count: int, path: Path, yaml: s
             channels = trajectories.split(1, dim=2)  # [b, T, 1, *spatial] each
             writer.write(dict(zip(problem.fields, channels, strict=True)), chunk)
     return path
+
+
+def _warn_if_all_alike(
+    split: str, count: int, params: dict[str, torch.Tensor], u0: torch.Tensor, problem: Problem
+) -> None:
+    """Warn when a split's trajectories are all the same: every parameter constant over
+    the split and the first batch's initial states equal (a closed-form initial state
+    and fixed parameters, e.g. the Burgers defaults)."""
+    if count < 2 or len(u0) < 2:
+        return
+    constant = all(bool((v == v[:1]).all()) for v in params.values())
+    if constant and bool((u0 == u0[:1]).all()):
+        log.warning(
+            "%s: all %d trajectories are the same: with these settings problem '%s' draws "
+            "neither its initial state nor its parameters at random%s",
+            split,
+            count,
+            problem.name,
+            f" (for varied data: {problem.variation_hint})" if problem.variation_hint else "",
+        )
 
 
 def _summary(
