@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from pbdl_cli.config import translate
 from pbdl_cli.errors import PbdlError, did_you_mean
 from pbdl_cli.plugins import load_plugins
+from pbdl_cli.search_path import config_dirs, searching
 
 CONFIG_MODULE = "pbdl_cli.conf"
 VERSION_BASE = "1.3"
@@ -80,13 +81,12 @@ def _hydra_context(stage: str) -> Iterator[None]:
         yield
 
 
-def _with_config_dir(overrides: list[str], config_dir: str | None) -> list[str]:
-    if config_dir is None:
-        return list(overrides)
-    path = Path(config_dir).expanduser().resolve()
-    if not path.is_dir():
-        raise PbdlError(f"config dir {config_dir} does not exist")
-    return [*overrides, f"hydra.searchpath=[file://{path}]"]
+def _search_path(config_dir: str | None) -> contextlib.AbstractContextManager[None]:
+    """``-cd DIR`` and the project config folder in front of the packaged configs."""
+    from pbdl_cli.stages import STAGES
+
+    stage_configs = sorted({STAGES.get(name).config_name for name in STAGES.names()})
+    return searching(config_dirs(config_dir, stage_configs))
 
 
 def compose(
@@ -104,7 +104,7 @@ def compose_with_choices(
     choices = {
         k: v
         for k, v in OmegaConf.to_container(cfg.hydra.runtime.choices).items()
-        if not k.startswith(("hydra/", "schema"))
+        if not k.startswith(("hydra/", "schema", "debug/")) and not (k == "debug" and v == "none")
     }
     with open_dict(cfg):
         del cfg["hydra"]
@@ -119,8 +119,7 @@ def _compose(
     from pbdl_cli.stages import store_stage_schemas
 
     store_stage_schemas()
-    overrides = _with_config_dir(list(overrides), config_dir)
-    with _hydra_context(stage):
+    with _search_path(config_dir), _hydra_context(stage):
         try:
             return hydra_compose(stage, overrides=overrides, return_hydra_config=with_hydra)
         except Exception as error:  # Hydra raises many types; all become one message
@@ -357,6 +356,7 @@ def run_stage(stage_name: str, args: list[str]) -> None:
     saved = sys.argv
     sys.argv = [f"pbdl {stage_name}", *args]
     try:
-        main()
+        with _search_path(parsed.config_dir):
+            main()
     finally:
         sys.argv = saved

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -16,7 +14,7 @@ import numpy as np
 import pytest
 
 from pbdl_cli.data import read_info, read_trajectories
-from tests.conftest import run_cli
+from tests.conftest import cli_command, cli_env, run_cli
 
 TINY = [
     "problem.nx=32",
@@ -209,22 +207,19 @@ def test_unknown_launcher_says_what_to_install(workdir):
 # -- interruption ---------------------------------------------------------------------------------
 def _start_long_generate(workdir: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pbdl_cli",
+        cli_command(
             "generate",
             "problem.nx=64",
             "problem.dt=0.01",
             "data.n_train=100000",
             "data.batch_size=8",
             "data.name=long",
-        ],
+        ),
         cwd=workdir,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env=cli_env(),
     )
 
 

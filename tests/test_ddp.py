@@ -31,7 +31,7 @@ from pbdl_cli.problems import PROBLEMS
 from pbdl_cli.runner import compose
 from pbdl_cli.stages.train import Train
 from pbdl_cli.training.distributed import launch_environment
-from tests.conftest import run_cli
+from tests.conftest import REPO, cli_env, cli_script, run_cli
 
 #: the problem of the dataset: 32 periodic cells, random sines, 7 frames of dt = 0.05
 SETTINGS = {
@@ -187,15 +187,15 @@ def straight(data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
         "--nnodes=1",
         "--nproc_per_node=2",
         f"--master_port={free_port()}",
-        "-m",
-        "pbdl_cli",
+        str(cli_script(root)),
+        str(REPO),
         "train",
         *args,
         "method.batch_size=2",
         "trainer.strategy=ddp",
         "trainer.tensorboard=true",
     ]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    env = cli_env({"OMP_NUM_THREADS": "1"})
     ddp = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=300)
     assert ddp.returncode == 0, ddp.stdout + ddp.stderr
     runs = sorted(root.glob("outputs/train/*/*"))

@@ -55,7 +55,9 @@ def test_wheel_contains_configs_and_runs_from_an_unpacked_install(tmp_path: Path
         text=True,
     )
     assert where.stdout.strip().startswith(str(tmp_path / "site")), where
-    shown = run_cli("show", "generate", "experiment=burgers_book", cwd=work, env=env)
+    shown = run_cli(
+        "show", "generate", "experiment=burgers_book", cwd=work, package=tmp_path / "site"
+    )
     assert shown.returncode == 0, shown.stderr
     assert "name: burgers_sl" in shown.stdout
     made = run_cli(
@@ -67,7 +69,7 @@ def test_wheel_contains_configs_and_runs_from_an_unpacked_install(tmp_path: Path
         "data.n_val=0",
         "data.n_test=0",
         cwd=work,
-        env=env,
+        package=tmp_path / "site",
     )
     assert made.returncode == 0, made.stderr
     assert list(work.glob("datasets/burgers/*/train.h5"))
