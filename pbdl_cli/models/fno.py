@@ -33,13 +33,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pbdl_cli.models.base import MODELS
+from pbdl_cli.models.base import MODELS, GridModel
 from pbdl_cli.models.utils import (
     Activation,
-    append_params,
-    check_input,
     check_min_size,
-    check_spatial_dims,
     conv,
     make_activation,
     scale_init,
@@ -111,10 +108,11 @@ class SpectralConv(nn.Module):
 
 
 @MODELS.register("fno")
-class FNO(nn.Module):
+class FNO(GridModel):
     """Fourier neural operator (Li et al. 2021) for grid-to-grid maps."""
 
     Config = FNOConfig
+    name = "fno"
 
     def __init__(
         self,
@@ -125,11 +123,14 @@ class FNO(nn.Module):
         num_spatial_dims: int,
         num_params: int = 0,
     ) -> None:
-        super().__init__()
-        check_spatial_dims(num_spatial_dims)
-        self.config = config
-        self.in_channels, self.num_params = in_channels, num_params
-        self.num_spatial_dims = d = num_spatial_dims
+        super().__init__(
+            config,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            num_spatial_dims=num_spatial_dims,
+            num_params=num_params,
+        )
+        d = num_spatial_dims
         w = config.width
         grid = d if config.grid_features else 0
         self.lift = conv(d, in_channels + num_params + grid, w)
@@ -163,9 +164,7 @@ class FNO(nn.Module):
     def forward(self, x: Tensor, params: Tensor | None = None) -> Tensor:
         """x [B, C_in, *spatial], params [B, P] or None -> [B, C_out, *spatial]."""
         c = self.config
-        check_input(
-            x, model="fno", in_channels=self.in_channels, num_spatial_dims=self.num_spatial_dims
-        )
+        self.check(x)
         spatial = tuple(x.shape[2:])
         check_min_size(
             spatial,
@@ -173,7 +172,7 @@ class FNO(nn.Module):
             model="fno",
             why=f"modes={c.modes} with pad={c.pad} (n + pad >= 2 modes)",
         )
-        h = append_params(x, params, self.num_params, model="fno")
+        h = self.with_params(x, params)
         if c.grid_features:
             h = torch.cat([h, self.grid(x)], dim=1)
         h = self.lift(h)

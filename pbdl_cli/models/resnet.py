@@ -23,14 +23,11 @@ import dataclasses
 
 from torch import Tensor, nn
 
-from pbdl_cli.models.base import MODELS
+from pbdl_cli.models.base import MODELS, GridModel
 from pbdl_cli.models.utils import (
     Activation,
     Padding,
-    append_params,
-    check_input,
     check_min_size,
-    check_spatial_dims,
     conv,
     make_activation,
     scale_init,
@@ -73,10 +70,11 @@ class ResNetConfig(PluginConfig):
 
 
 @MODELS.register("resnet")
-class ResNet(nn.Module):
+class ResNet(GridModel):
     """Convolutional ResNet (optionally dilated) for grid-to-grid maps."""
 
     Config = ResNetConfig
+    name = "resnet"
 
     def __init__(
         self,
@@ -87,11 +85,13 @@ class ResNet(nn.Module):
         num_spatial_dims: int,
         num_params: int = 0,
     ) -> None:
-        super().__init__()
-        check_spatial_dims(num_spatial_dims)
-        self.config = config
-        self.in_channels, self.num_params = in_channels, num_params
-        self.num_spatial_dims = num_spatial_dims
+        super().__init__(
+            config,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            num_spatial_dims=num_spatial_dims,
+            num_params=num_params,
+        )
         d, k, w, pad = num_spatial_dims, config.kernel_size, config.width, config.padding
         self.encoder = conv(d, in_channels + num_params, w, k, padding=pad)
         self.blocks = nn.ModuleList()
@@ -114,9 +114,7 @@ class ResNet(nn.Module):
 
     def forward(self, x: Tensor, params: Tensor | None = None) -> Tensor:
         """x [B, C_in, *spatial], params [B, P] or None -> [B, C_out, *spatial]."""
-        check_input(
-            x, model="resnet", in_channels=self.in_channels, num_spatial_dims=self.num_spatial_dims
-        )
+        self.check(x)
         if Padding(self.config.padding) is Padding.circular:  # torch wraps around at most once
             rate = max(self.config.dilations) if self.config.blocks else 1
             reach = rate * (self.config.kernel_size // 2)
@@ -126,7 +124,7 @@ class ResNet(nn.Module):
                 model="resnet",
                 why="circular padding of the largest dilation",
             )
-        h = self.encoder(append_params(x, params, self.num_params, model="resnet"))
+        h = self.encoder(self.with_params(x, params))
         for block in self.blocks:
             h = h + block(h)
         return self.decoder(self.activation(h))

@@ -38,15 +38,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pbdl_cli.models.base import MODELS
+from pbdl_cli.models.base import MODELS, GridModel
 from pbdl_cli.models.utils import (
     PAD_MODES,
     Activation,
     Padding,
-    append_params,
-    check_input,
     check_min_size,
-    check_spatial_dims,
     conv,
     make_activation,
     scale_init,
@@ -103,10 +100,11 @@ class _DoubleConv(nn.Sequential):
 
 
 @MODELS.register("unet")
-class UNet(nn.Module):
+class UNet(GridModel):
     """U-Net with skip connections, average pooling and interpolation + conv upsampling."""
 
     Config = UNetConfig
+    name = "unet"
 
     def __init__(
         self,
@@ -117,11 +115,14 @@ class UNet(nn.Module):
         num_spatial_dims: int,
         num_params: int = 0,
     ) -> None:
-        super().__init__()
-        check_spatial_dims(num_spatial_dims)
-        self.config = config
-        self.in_channels, self.num_params = in_channels, num_params
-        self.num_spatial_dims = d = num_spatial_dims
+        super().__init__(
+            config,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            num_spatial_dims=num_spatial_dims,
+            num_params=num_params,
+        )
+        d = num_spatial_dims
         channels = [config.width * config.growth**level for level in range(config.levels + 1)]
         self.encoder = nn.ModuleList(
             [_DoubleConv(d, in_channels + num_params, channels[0], config)]
@@ -163,9 +164,7 @@ class UNet(nn.Module):
 
     def forward(self, x: Tensor, params: Tensor | None = None) -> Tensor:
         """x [B, C_in, *spatial], params [B, P] or None -> [B, C_out, *spatial]."""
-        check_input(
-            x, model="unet", in_channels=self.in_channels, num_spatial_dims=self.num_spatial_dims
-        )
+        self.check(x)
         spatial = tuple(x.shape[2:])
         check_min_size(
             spatial,
@@ -173,7 +172,7 @@ class UNet(nn.Module):
             model="unet",
             why=f"levels={self.config.levels}, kernel_size={self.config.kernel_size}",
         )
-        h = append_params(x, params, self.num_params, model="unet")
+        h = self.with_params(x, params)
         # pad every spatial size up to a multiple of 2^L; F.pad lists the last dim first
         factor = 2**self.config.levels
         extra = [math.ceil(n / factor) * factor - n for n in spatial]
