@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 from pathlib import Path
@@ -13,7 +14,7 @@ from torch import nn
 
 from pbdl_cli.training import TrainerConfig, TrainingDiverged, fit, load_checkpoint
 from pbdl_cli.training.objective import Objective
-from pbdl_cli.training.trainer import TrainingInterrupted
+from pbdl_cli.training.trainer import OptimizerName, SchedulerName, TrainingInterrupted
 
 
 class Regression(Objective):
@@ -145,3 +146,95 @@ def test_tensorboard_scalars_match_metrics_and_survive_resume(tmp_path):
 def test_tensorboard_off_writes_no_events(tmp_path):
     fit(Regression(), model(), TrainerConfig(**CONFIG, tensorboard=False), tmp_path)
     assert not (tmp_path / "tensorboard").exists()
+
+
+def test_option_strings_become_the_options_they_name():
+    config = TrainerConfig(optimizer="sgd", scheduler="step", strategy="single")
+    assert config.scheduler is SchedulerName.step and config.optimizer is OptimizerName.sgd
+    with pytest.raises(ValueError, match="scheduler must be one of none, cosine"):
+        TrainerConfig(scheduler="linear")
+
+
+SCHEDULES = {
+    "none": {},
+    "cosine": {},
+    "exponential": {"gamma": 0.9},
+    "step": {"step_size": 6, "gamma": 0.5},
+}
+
+
+def lrs(run: Path) -> dict[int, float]:
+    return {r["step"]: r["lr"] for r in records(run) if "lr" in r}
+
+
+@pytest.mark.parametrize("scheduler", sorted(SCHEDULES))
+def test_each_schedule_sets_the_learning_rate_it_names(tmp_path, scheduler):
+    config = TrainerConfig(
+        max_steps=20, lr=0.1, scheduler=scheduler, log_every=1, **SCHEDULES[scheduler]
+    )
+    fit(Regression(), model(), config, tmp_path)
+    logged = lrs(tmp_path)  # the rate of step s is logged after the schedule's s-th step
+    expected = {
+        "none": lambda s: 0.1,
+        "cosine": lambda s: 0.05 * (1 + math.cos(math.pi * s / 20)),
+        "exponential": lambda s: 0.1 * 0.9**s,
+        "step": lambda s: 0.1 * 0.5 ** (s // 6),
+    }[scheduler]
+    assert logged == pytest.approx({s: expected(s) for s in range(1, 21)}, rel=1e-12, abs=1e-15)
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "scheduler"),
+    [
+        ("adam", "cosine"),
+        ("adam", "exponential"),
+        ("adamw", "step"),
+        ("sgd", "cosine"),
+        ("sgd", "step"),
+        ("lbfgs", "none"),
+    ],
+)
+def test_resume_continues_exactly_for_every_optimizer_and_schedule(tmp_path, optimizer, scheduler):
+    """An interrupted run resumed from last.pt ends where the uninterrupted run ends:
+    model, optimizer state (momentum, Adam moments) and the schedule's position."""
+    config = TrainerConfig(
+        max_steps=24,
+        lbfgs_steps=0,
+        optimizer=optimizer,
+        lr=0.05 if optimizer != "lbfgs" else 0.5,
+        weight_decay=1e-3 if optimizer in ("adamw", "sgd") else 0.0,
+        scheduler=scheduler,
+        log_every=1,
+        eval_every=0,
+        checkpoint_every=5,
+        **SCHEDULES[scheduler],
+    )
+    straight = model()
+    fit(Regression(), straight, config, tmp_path / "straight")
+    with pytest.raises(TrainingInterrupted):
+        fit(Regression(interrupt_at=13), model(), config, tmp_path / "cut")
+    fresh = model()
+    fit(Regression(), fresh, config, tmp_path / "cut", resume=True)
+    for a, b in zip(straight.parameters(), fresh.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert lrs(tmp_path / "cut") == lrs(tmp_path / "straight")
+
+
+def test_grad_clip_bounds_every_update(tmp_path):
+    """Plain SGD (lr 1, no momentum) moves the parameters by exactly the clipped gradient:
+    its norm is grad_clip whenever the raw gradient is larger (here it is ~10x larger)."""
+    clip = 0.01
+    config = TrainerConfig(
+        max_steps=1, optimizer="sgd", lr=1.0, momentum=0.0, grad_clip=clip, eval_every=0
+    )
+    net, probe = model(), model()
+    before = [p.detach().clone() for p in net.parameters()]
+    torch.manual_seed(0)
+    x = torch.rand(16, 1)
+    raw = torch.autograd.grad((probe(x) - (3 * x - 1)).square().mean(), list(probe.parameters()))
+    assert torch.cat([g.flatten() for g in raw]).norm() > 10 * clip
+    fit(Regression(), net, config, tmp_path)
+    moved = torch.cat(
+        [(p.detach() - b).flatten() for p, b in zip(net.parameters(), before, strict=True)]
+    )
+    assert moved.norm().item() == pytest.approx(clip, rel=1e-5)

@@ -115,6 +115,18 @@ class TrainerConfig:
     strategy: StrategyName = StrategyName.single
 
     def __post_init__(self) -> None:
+        # plain strings (a config built in Python) become the enums the loop compares with
+        for field, kind in (
+            ("optimizer", OptimizerName),
+            ("scheduler", SchedulerName),
+            ("strategy", StrategyName),
+        ):
+            value = getattr(self, field)
+            try:
+                setattr(self, field, kind(value))
+            except ValueError:
+                choices = ", ".join(k.value for k in kind)
+                raise ValueError(f"{field} must be one of {choices} (got {value!r})") from None
         if self.max_steps < 0 or self.lbfgs_steps < 0 or self.max_steps + self.lbfgs_steps < 1:
             raise ValueError("max_steps and lbfgs_steps must be >= 0 and not both 0")
         if self.lr <= 0 or self.lbfgs_lr <= 0:
