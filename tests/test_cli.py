@@ -16,13 +16,13 @@ import pytest
 from pbdl_cli.data import read_info, read_trajectories
 from tests.conftest import cli_command, cli_env, run_cli
 
+#: varied trajectories, debug=smoke's counts (2 / 1 / 1), 32 cells, 3 frames
 TINY = [
+    "experiment=burgers_sines",
+    "debug=smoke",
     "problem.nx=32",
     "problem.t_end=0.1",
     "problem.dt=0.05",
-    "data.n_train=4",
-    "data.n_val=2",
-    "data.n_test=2",
 ]
 
 
@@ -108,15 +108,15 @@ def test_generate_info_and_no_overwrite(workdir):
     ]
     info = read_info(target / "train.h5")
     assert info.checksum_ok is True
-    assert info.fields == {"u": (4, 3, 1, 32)}
-    assert info.params == {"nu": (4,)}
+    assert info.fields == {"u": (2, 3, 1, 32)}
+    assert info.params == {"nu": (2,)}
     assert info.attrs["problem"] == "burgers" and info.attrs["solver"] == "burgers_spectral"
     assert "nx: 32" in info.attrs["config"]
     assert list(workdir.glob("outputs/generate/*/*/.hydra/config.yaml"))  # Hydra run dir
 
     shown = run_cli("info", str(target / "train.h5"), cwd=workdir)
     assert shown.returncode == 0, shown.stderr
-    assert "verified" in shown.stdout and "[4, 3, 1, 32]" in shown.stdout.replace("×", ",")
+    assert "verified" in shown.stdout and "[2, 3, 1, 32]" in shown.stdout.replace("×", ",")
 
     checksum = info.checksum
     again = run_cli("generate", *TINY, cwd=workdir)
@@ -327,7 +327,7 @@ def test_user_plugin_module_from_config_env_and_entry_point(workdir):
     )
     shown = run_cli("show", "generate", "-cd", "my_conf", "experiment=mine", cwd=workdir)
     assert shown.returncode == 0 and "nx: 40" in shown.stdout, shown.stderr
-    made = run_cli("generate", "-cd", "my_conf", "experiment=mine", *TINY[1:], cwd=workdir)
+    made = run_cli("generate", "-cd", "my_conf", "experiment=mine", "debug=smoke", cwd=workdir)
     assert made.returncode == 0, made.stderr
     assert (workdir / "datasets/burgers/mine/train.h5").exists()
 
@@ -346,7 +346,9 @@ def test_user_plugin_module_from_config_env_and_entry_point(workdir):
 
 
 # -- train ----------------------------------------------------------------------------------------
+#: debug=smoke (4 Adam steps, 1 L-BFGS step) on a small PINN
 TINY_TRAIN = [
+    "debug=smoke",
     "problem.nx=32",
     "problem.dt=0.25",
     "method.n_collocation=64",
@@ -354,11 +356,6 @@ TINY_TRAIN = [
     "method.eval_nt=5",
     "model.depth=2",
     "model.width=8",
-    "trainer.max_steps=6",
-    "trainer.lbfgs_steps=2",
-    "trainer.log_every=1",
-    "trainer.eval_every=4",
-    "trainer.checkpoint_every=4",
 ]
 
 
@@ -368,25 +365,24 @@ def test_train_pinn_writes_a_run_and_resumes(workdir):
     assert "relative L2 error against the exact solution" in result.stdout
     (run,) = workdir.glob("outputs/train/*/*")
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["steps"] == 8 and 0 < summary["test"]["rel_l2"] < 2
+    assert summary["steps"] == 5 and 0 < summary["test"]["rel_l2"] < 2
     assert {"loss", "pde"} <= set(summary["train"])
     for name in ("last.pt", "best.pt"):
         assert (run / "checkpoints" / name).exists()
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records if "train/loss" in r] == list(range(1, 9))
+    assert [r["step"] for r in records if "train/loss" in r] == list(range(1, 6))
 
     # two more L-BFGS steps on top of the finished run, in the same directory
     more = run_cli(
         "train",
-        *TINY_TRAIN[:-4],
-        "trainer.lbfgs_steps=4",
-        "trainer.log_every=1",
+        *TINY_TRAIN,
+        "trainer.lbfgs_steps=3",
         "resume=true",
         f"hydra.run.dir={run}",
         cwd=workdir,
     )
     assert more.returncode == 0, more.stderr
-    assert json.loads((run / "summary.json").read_text())["steps"] == 10
+    assert json.loads((run / "summary.json").read_text())["steps"] == 7
 
     bad = run_cli("train", "trainer.max_step=5", cwd=workdir)
     assert_clean_error(bad, 2, "trainer.max_step", "did you mean 'max_steps'")
