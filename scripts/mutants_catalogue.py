@@ -1,0 +1,137 @@
+"""The mutants of scripts/mutants.py: single-line bugs of the kinds a change could bring
+in, each with the tests that must notice it (see that script)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class Mutant:
+    """Replace ``find`` (exactly one occurrence in ``path``) by ``replace``."""
+
+    name: str
+    path: str
+    find: str
+    replace: str
+    tests: list[str]
+    why: str = ""
+
+
+def m(name: str, path: str, find: str, replace: str, tests: list[str], why: str) -> Mutant:
+    return Mutant(name, f"pbdl_cli/{path}", find, replace, tests, why)
+
+
+MUTANTS: list[Mutant] = [
+    # -- training ------------------------------------------------------------------------
+    m(
+        "trainer-grad-clip-ignored",
+        "training/trainer.py",
+        "        if config.grad_clip is not None:",
+        "        if False:",
+        ["tests/test_trainer.py"],
+        "trainer.grad_clip has no effect",
+    ),
+    m(
+        "trainer-scheduler-not-restored",
+        "training/trainer.py",
+        '        if phase.scheduler is not None and state.get("scheduler") is not None:',
+        "        if False:",
+        ["tests/test_trainer.py"],
+        "a resumed run restarts its learning-rate schedule",
+    ),
+    m(
+        "trainer-best-on-any-value",
+        "training/trainer.py",
+        "                if value < best:",
+        "                if value > best or best == math.inf:",
+        ["tests/test_trainer.py"],
+        "best.pt keeps the worst validation value, not the best",
+    ),
+    m(
+        "checkpoint-numpy-rng-not-restored",
+        "training/checkpoint.py",
+        '    np.random.set_state(state["numpy"])',
+        "    pass",
+        ["tests/test_trainer.py", "tests/test_grid_methods.py"],
+        "resume does not restore numpy's random state",
+    ),
+    # -- stages ----------------------------------------------------------------------------
+    m(
+        "generate-splits-share-a-seed",
+        "stages/generate.py",
+        "    split_seed = derive_seed(s.config.seed, split)",
+        '    split_seed = derive_seed(s.config.seed, "train")',
+        ["tests/test_generate.py"],
+        "every split drawn from the train split's seed (train = val = test)",
+    ),
+    # -- config ------------------------------------------------------------------------------
+    m(
+        "runner-builds-twice",
+        "runner.py",
+        "        if built is None or not built.key or built.key != config_key(cfg):",
+        "        if True:",
+        ["tests/test_runner.py"],
+        "a single run composes and builds its config a second time",
+    ),
+    m(
+        "runner-build-logs-dropped",
+        "runner.py",
+        "        for record in built.records:",
+        "        for record in built.records[:0]:",
+        ["tests/test_runner.py"],
+        "warnings emitted while building never reach the run's log",
+    ),
+    m(
+        "search-path-project-below-packaged",
+        "search_path.py",
+        'search_path.prepend(PROVIDER, f"file://{path}", anchor=SearchPathQuery("main"))',
+        'search_path.append(PROVIDER, f"file://{path}")',
+        ["tests/test_config_presets.py"],
+        "a project's conf/ cannot replace a packaged preset",
+    ),
+    m(
+        "trainer-config-strings-kept",
+        "training/trainer.py",
+        "                setattr(self, field, kind(value))",
+        "                kind(value)",
+        ["tests/test_trainer.py"],
+        "TrainerConfig(scheduler='step') silently trains without a schedule",
+    ),
+    # -- problems ------------------------------------------------------------------------------
+    m(
+        "burgers-residual-viscosity-sign",
+        "problems/burgers.py",
+        '        return u_t + u * u_x - params["nu"] * u_xx',
+        '        return u_t + u * u_x + params["nu"] * u_xx',
+        ["tests/test_pinn.py", "tests/test_problem_burgers.py"],
+        "the PINN's Burgers residual with anti-diffusion",
+    ),
+    # -- evaluation ------------------------------------------------------------------------------
+    m(
+        "nrmse-by-std",
+        "evaluation/metrics.py",
+        "    return rms / _flat(reference).square().mean(dim=1).sqrt().clamp_min(_EPS)",
+        "    return rms / _flat(reference).std(dim=1).clamp_min(_EPS)",
+        ["tests/test_metrics.py"],
+        "nrmse divided by the reference's standard deviation instead of its RMS",
+    ),
+    m(
+        "rel-l2-by-prediction",
+        "evaluation/metrics.py",
+        "    return diff / _flat(reference).norm(dim=1).clamp_min(_EPS)",
+        "    return diff / _flat(prediction).norm(dim=1).clamp_min(_EPS)",
+        ["tests/test_metrics.py"],
+        "relative L2 divided by the prediction's norm",
+    ),
+    # -- models ----------------------------------------------------------------------------------
+    m(
+        "grid-model-params-dropped",
+        "models/base.py",
+        "        return append_params(x, params, self.num_params, model=self.name)",
+        "        return append_params(x, params * 0 if params is not None else None, "
+        "self.num_params, model=self.name)",
+        ["tests/test_models_grid.py"],
+        "grid models ignore the conditioning parameters",
+    ),
+]
