@@ -18,14 +18,8 @@ CPU = torch.device("cpu")
 TINY = {"name": "mlp", "depth": 2, "width": 16}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks train fastest on one thread (as ``pbdl train`` does: threads=1); a
-    second thread waiting on a busy core made these tests 5x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+#: tiny networks train fastest on one thread (as ``pbdl train`` does: threads=1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def method(problem: dict, dtype=torch.float64, **options):
