@@ -246,19 +246,37 @@ def check(stage_name: str, args: argparse.Namespace) -> Built | None:
     from pbdl_cli.stages import STAGES
 
     stage = STAGES.get(stage_name)()
+    runs = args.cfg is None  # --cfg only prints the config: what is on disk does not matter
     if not args.multirun:
-        cfg = compose(stage.config_name, args.overrides, config_dir=args.config_dir)
+        cfg = _compose(stage.config_name, args.overrides, args.config_dir, with_hydra=True)
+        run_dir = _run_dir(cfg)
+        with open_dict(cfg):
+            del cfg["hydra"]
         with _recorded_logs() as records:
             settings = stage.build(cfg)
+        if runs:
+            stage.preflight(settings, run_dir)
         return Built(config_key(cfg), settings, records)
     # warnings (e.g. resolution hints) are logged once, by each job
     logging.disable(logging.WARNING)
     try:
         for overrides in sweep_combinations(args.overrides):
-            stage.build(compose(stage.config_name, overrides, config_dir=args.config_dir))
+            settings = stage.build(
+                compose(stage.config_name, overrides, config_dir=args.config_dir)
+            )
+            if runs:
+                stage.preflight(settings, None)
     finally:
         logging.disable(logging.NOTSET)
     return None
+
+
+def _run_dir(cfg: DictConfig) -> Path | None:
+    """``hydra.run.dir`` of a composed config, where it resolves before Hydra starts."""
+    try:
+        return Path(str(cfg.hydra.run.dir))
+    except Exception:
+        return None
 
 
 # -- execution through Hydra ---------------------------------------------------------------
@@ -301,6 +319,7 @@ class StageTask:
             stage = STAGES.get(self.stage_name)()
             settings = self.settings(stage, cfg)
             run_dir = Path(HydraConfig.get().runtime.output_dir)
+            stage.preflight(settings, run_dir)
             with _sigterm_as_interrupt():
                 return stage.run(settings, run_dir)
         except PbdlError as error:

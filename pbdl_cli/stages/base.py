@@ -35,9 +35,16 @@ class Stage(ABC):
         """Typed, checked settings for :meth:`run` (the validated config and the plugins
         built from it); raises PbdlError on bad input; writes nothing."""
 
+    def preflight(self, settings: Any, run_dir: Path | None) -> None:
+        """Check what a run would find on disk (e.g. refuse to replace earlier results);
+        raises PbdlError. Called before a run starts, not when a config is only shown
+        (``pbdl show``, ``--cfg``). ``run_dir``: the run directory where it is known."""
+        return None  # most stages find nothing on disk that a run could harm
+
     @abstractmethod
     def run(self, settings: Any, run_dir: Path) -> Any:
-        """Execute the stage with the settings :meth:`build` returned."""
+        """Execute the stage with the settings :meth:`build` returned (after
+        :meth:`preflight`)."""
 
 
 def plugin_configs(cfg: DictConfig, registries: Mapping[str, Registry[Any]]) -> dict[str, Any]:

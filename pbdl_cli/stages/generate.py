@@ -170,11 +170,6 @@ class Generate(Stage):
             simulated, simulator = refined_simulation(problem, solver_config, config.data.refine)
         name = config.data.name if config.data.name != "auto" else dataset_name(config, problem)
         target = Path(config.data.root) / problem.name / name
-        if target.exists() and not config.overwrite:
-            raise PbdlError(
-                f"dataset {target} already exists; pass overwrite=true to replace it or "
-                "data.name=<new name> to keep both"
-            )
         return GenerateSettings(
             config=config,
             problem=problem,
@@ -185,6 +180,13 @@ class Generate(Stage):
             dtype=resolve_dtype(config.dtype.value),
             target=target,
         )
+
+    def preflight(self, settings: GenerateSettings, run_dir: Path | None) -> None:
+        if settings.target.exists() and not settings.config.overwrite:
+            raise PbdlError(
+                f"dataset {settings.target} already exists; pass overwrite=true to replace "
+                "it or data.name=<new name> to keep both"
+            )
 
     def run(self, settings: GenerateSettings, run_dir: Path) -> dict[str, Any]:
         s = settings

@@ -17,6 +17,7 @@ import dataclasses
 import json
 import logging
 import shlex
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from rich.table import Table
 
 from pbdl_cli.config import Precision, to_container, to_schema
 from pbdl_cli.console import console
+from pbdl_cli.errors import PbdlError
 from pbdl_cli.evaluation.metrics import evaluate_all
 from pbdl_cli.methods import METHODS, Method, build_method
 from pbdl_cli.models.base import MODELS
@@ -58,6 +60,7 @@ class TrainConfig:
     dtype: Precision = Precision.float32
     threads: int | None = None
     resume: bool = False
+    overwrite: bool = False
     plugins: list[str] = dataclasses.field(default_factory=list)
 
 
@@ -116,6 +119,17 @@ class Train(Stage):
             config=config, problem=problem, method=method, device=device, dtype=dtype, launch=launch
         )
 
+    def preflight(self, settings: TrainSettings, run_dir: Path | None) -> None:
+        """Refuse to train over an earlier run unless told to resume or replace it."""
+        if run_dir is None or settings.config.resume:
+            return
+        found = [name for name in RUN_FILES if (run_dir / name).exists()]
+        if found and not settings.config.overwrite:
+            raise PbdlError(
+                f"{run_dir} already holds a run ({', '.join(found)}); pass resume=true to "
+                "continue it, overwrite=true to replace it, or choose another hydra.run.dir"
+            )
+
     def run(self, settings: TrainSettings, run_dir: Path) -> dict[str, Any]:
         launch = settings.launch
         if settings.config.threads is not None:
@@ -134,6 +148,8 @@ class Train(Stage):
 
     def _train(self, s: TrainSettings, run_dir: Path) -> dict[str, Any]:
         method, main, config = s.method, s.launch.is_main, s.config
+        if config.overwrite and not config.resume and main:
+            _remove_run(run_dir)
         model = method.build_model(config.model)
         normalization = getattr(method, "normalization", None)  # grid methods
         if normalization is not None and main:
@@ -199,6 +215,23 @@ class Train(Stage):
         atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
         _print_summary(summary, run_dir, s)
         return summary
+
+
+#: what a train run writes into its directory (besides Hydra's .hydra/ and log)
+RUN_FILES = ("summary.json", "metrics.jsonl", "checkpoints", "normalization.json", "tensorboard")
+
+
+def _remove_run(run_dir: Path) -> None:
+    """overwrite=true: delete an earlier run's results before training again."""
+    for name in RUN_FILES:
+        path = run_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+        else:
+            continue
+        log.info("overwrite=true: removed %s", path)
 
 
 def _resume_command(run_dir: Path, launch: Launch | None = None) -> str:

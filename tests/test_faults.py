@@ -1,0 +1,56 @@
+"""Faults a user meets (issue 11): each ends in one line on stderr and a documented exit
+code, with no traceback, and earlier results stay intact."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from tests.conftest import run_cli
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, code: int, *needles: str) -> None:
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stdout + result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+
+
+def test_a_finished_run_is_not_trained_over_unless_asked(workdir: Path):
+    first = run_cli("train", "debug=smoke", "hydra.run.dir=run", cwd=workdir)
+    assert first.returncode == 0, first.stderr
+    summary = (workdir / "run" / "summary.json").read_bytes()
+    last = (workdir / "run" / "checkpoints" / "last.pt").read_bytes()
+    metrics = (workdir / "run" / "metrics.jsonl").read_bytes()
+
+    again = run_cli("train", "debug=smoke", "trainer.max_steps=2", "hydra.run.dir=run", cwd=workdir)
+    assert_one_line_error(again, 2, "already holds a run", "resume=true", "overwrite=true")
+    assert (workdir / "run" / "summary.json").read_bytes() == summary
+    assert (workdir / "run" / "checkpoints" / "last.pt").read_bytes() == last
+    assert (workdir / "run" / "metrics.jsonl").read_bytes() == metrics
+
+    replaced = run_cli(
+        "train",
+        "debug=smoke",
+        "trainer.max_steps=2",
+        "overwrite=true",
+        "hydra.run.dir=run",
+        cwd=workdir,
+    )
+    assert replaced.returncode == 0, replaced.stderr
+    assert json.loads((workdir / "run" / "summary.json").read_text())["steps"] == 3
+    logged = (workdir / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["step"] for r in logged if "train/loss" in r] == [1, 2, 3]
+
+
+def test_showing_a_config_does_not_depend_on_what_is_on_disk(workdir: Path):
+    assert run_cli("generate", "debug=smoke", cwd=workdir).returncode == 0
+    again = run_cli("generate", "debug=smoke", cwd=workdir)
+    assert_one_line_error(again, 2, "already exists", "overwrite=true")
+    shown = run_cli("show", "generate", "debug=smoke", cwd=workdir)
+    assert shown.returncode == 0 and "n_train: 2" in shown.stdout, shown.stderr
+    printed = run_cli("generate", "debug=smoke", "--cfg", "job", cwd=workdir)
+    assert printed.returncode == 0 and "n_train: 2" in printed.stdout, printed.stderr
