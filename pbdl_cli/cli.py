@@ -167,26 +167,29 @@ def reproduce(
     published values next to ours (also written to results.json and report.md)."""
     from datetime import datetime
 
-    from pbdl_cli import reproduce as reproductions
+    import pbdl_cli.reproduce  # noqa: F401  (registers the built-in reproductions)
+    from pbdl_cli.reproduce.base import REPRODUCTIONS, get
+    from pbdl_cli.reproduce.results import failed
+    from pbdl_cli.reproduce.runner import run_reproduction
 
     if list_all or name is None:
         table = Table(header_style="bold")
         table.add_column("reproduction")
         table.add_column("result")
         table.add_column("source")
-        for key in sorted(reproductions.REPRODUCTIONS):
-            r = reproductions.REPRODUCTIONS[key]
+        for key in sorted(REPRODUCTIONS):
+            r = REPRODUCTIONS[key]
             table.add_row(key, r.title, r.source)
         console.print(table)
         if name is None and not list_all:
             console.print("run one with: pbdl reproduce NAME [--quick]")
         return
-    repro = reproductions.get(name)
+    repro = get(name)
     if out is None:
         stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
         out = Path("outputs/reproduce") / (name + ("-quick" if quick else "")) / stamp
-    checks = reproductions.run_reproduction(repro, quick=quick, out=out, force=force)
-    bad = reproductions.base.failed(checks)
+    checks = run_reproduction(repro, quick=quick, out=out, force=force)
+    bad = failed(checks)
     if bad:
         raise PbdlError(
             f"{len(bad)} check(s) failed: " + "; ".join(r.check.label for r in bad), exit_code=1
@@ -242,7 +245,8 @@ def _rows(kind: str) -> list[tuple[str, str]]:
     if kind == "experiments":
         return _experiments()
     if kind == "reproductions":
-        from pbdl_cli.reproduce import REPRODUCTIONS
+        import pbdl_cli.reproduce  # noqa: F401  (registers the built-in reproductions)
+        from pbdl_cli.reproduce.base import REPRODUCTIONS
 
         return [(name, f"{r.title} ({r.source})") for name, r in sorted(REPRODUCTIONS.items())]
     from pbdl_cli.evaluation.metrics import METRICS

@@ -23,7 +23,7 @@ RESULTS = ROOT / "scripts" / "results" / "reproduce"
 
 
 def main() -> int:
-    from pbdl_cli.reproduce import REPRODUCTIONS
+    from pbdl_cli.reproduce.base import REPRODUCTIONS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("names", nargs="*", help="reproductions (default: all)")

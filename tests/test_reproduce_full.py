@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from pbdl_cli.reproduce import REPRODUCTIONS
+from pbdl_cli.reproduce.base import REPRODUCTIONS
 from tests.conftest import run_cli
 
 

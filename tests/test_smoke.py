@@ -239,7 +239,7 @@ def test_dp_options_are_checked():
 
 
 def test_smoke_dp_reproduction_is_registered():
-    from pbdl_cli.reproduce import get
+    from pbdl_cli.reproduce.base import get
 
     repro = get("smoke_dp")
     assert [v.name for v in repro.variants] == ["dp"]

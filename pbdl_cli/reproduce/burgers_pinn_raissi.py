@@ -4,8 +4,8 @@ initial/boundary points, a 9 x 20 tanh network and L-BFGS."""
 
 from __future__ import annotations
 
-from pbdl_cli.reproduce import register
-from pbdl_cli.reproduce.base import Check, Reproduction, Variant
+from pbdl_cli.reproduce.base import Reproduction, Variant, register
+from pbdl_cli.reproduce.checks import AtMost, Check, Eval, Summary
 
 NOTES = """
 - The paper trains with L-BFGS only (SciPy's L-BFGS-B, float32 TensorFlow); pbdl runs a
@@ -35,8 +35,14 @@ register(
             ),
         ),
         checks=(
-            Check("relative L2 error", "pinn", "eval.rel_l2", published=6.7e-4, at_most=2e-3),
-            Check("training time [s]", "pinn", "summary.seconds"),
+            Check(
+                "relative L2 error",
+                "pinn",
+                Eval("rel_l2"),
+                published=6.7e-4,
+                criterion=AtMost(2e-3),
+            ),
+            Check("training time [s]", "pinn", Summary("seconds")),
         ),
         notes=NOTES,
     )

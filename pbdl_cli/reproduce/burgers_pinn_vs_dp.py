@@ -8,11 +8,12 @@ truth: PINN 0.19298, DP 0.06382.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pbdl_cli.reproduce import register
-from pbdl_cli.reproduce.base import Check, Reproduction, Variant, lookup
+from pbdl_cli.reproduce.base import Reproduction, Variant, register
+from pbdl_cli.reproduce.checks import Below, Check, Eval, History, Summary, VariantResult, Within
 
 NOTES = """
 - **Viscosity.** The book's text and PINN code use nu = 0.01/pi; its DP code (ch. 14)
@@ -32,8 +33,11 @@ NOTES = """
   (explicit diffusion, then semi-Lagrangian advection), periodic.
 """
 
+#: mean absolute error of the reconstructed space-time solution
+MAE = Eval("mae")
 
-def comparison(out: Path, results: dict[str, Any]) -> list[Path]:
+
+def comparison(out: Path, results: Mapping[str, VariantResult]) -> list[Path]:
     """The book's fig. of ch. 14.5: ground truth, PINN and DP space-time images, and the
     errors of both (t across, x up), and the reconstructed initial states."""
     import h5py
@@ -48,7 +52,7 @@ def comparison(out: Path, results: dict[str, Any]) -> list[Path]:
     truth, t, x = field("dp", "reference")
     images = {"ground truth": truth}
     images |= {
-        f"{v.upper()} (MAE {lookup(results[v], 'eval.mae'):.3f})": field(v, "prediction")[0]
+        f"{v.upper()} (MAE {MAE.read(results[v]):.3f})": field(v, "prediction")[0]
         for v in ("pinn", "dp")
     }
     fig = Figure(figsize=(12, 6), layout="constrained")
@@ -95,20 +99,24 @@ register(
         ),
         checks=(
             Check(
-                "DP loss, iteration 0", "dp", "history.train/obs@0", published=0.382915, factor=2.0
+                "DP loss, iteration 0",
+                "dp",
+                History("train/obs", at=0),
+                published=0.382915,
+                criterion=Within(2.0),
             ),
             Check(
                 "DP loss, iteration 45",
                 "dp",
-                "history.train/obs@45",
+                History("train/obs", at=45),
                 published=0.003263,
-                factor=2.0,
+                criterion=Within(2.0),
             ),
-            Check("MAE PINN", "pinn", "eval.mae", published=0.19298, factor=2.0),
-            Check("MAE DP", "dp", "eval.mae", published=0.06382, factor=2.0),
-            Check("MAE DP < MAE PINN", "dp", "eval.mae", below=("pinn", "eval.mae"), quick=True),
-            Check("PINN training time [s]", "pinn", "summary.seconds", published=101.02),
-            Check("DP training time [s]", "dp", "summary.seconds", published=132.33),
+            Check("MAE PINN", "pinn", MAE, published=0.19298, criterion=Within(2.0)),
+            Check("MAE DP", "dp", MAE, published=0.06382, criterion=Within(2.0)),
+            Check("MAE DP < MAE PINN", "dp", MAE, criterion=Below("pinn", MAE), quick=True),
+            Check("PINN training time [s]", "pinn", Summary("seconds"), published=101.02),
+            Check("DP training time [s]", "dp", Summary("seconds"), published=132.33),
         ),
         notes=NOTES,
         figures=comparison,

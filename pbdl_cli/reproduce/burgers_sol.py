@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import fnmatch
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
-from pbdl_cli.reproduce import register
-from pbdl_cli.reproduce.base import Check, Prepare, Reproduction, Variant, lookup
+from pbdl_cli.reproduce.base import Prepare, Reproduction, Variant, register
+from pbdl_cli.reproduce.checks import Below, Check, Eval, MetricRef, Summary, VariantResult
 
 SEEDS = (0, 1, 2)
 #: unrolled steps of the SOL-n variants; SOL_MAIN is the one the checks judge
@@ -144,7 +144,9 @@ VARIANTS: tuple[Variant, ...] = (
     ),
 )
 
-LAST = "eval.rel_l2_last"
+#: the relative L2 error of the last frame, and over all frames
+LAST = Eval("rel_l2_last")
+ALL = Eval("rel_l2")
 SOL = f"sol{SOL_MAIN}_s*"
 
 CHECKS = (
@@ -152,22 +154,21 @@ CHECKS = (
         f"SOL-{SOL_MAIN} rel. L2 at the last step <= 0.5 x NON",
         SOL,
         LAST,
-        below=("non", LAST),
-        below_factor=0.5,
+        criterion=Below("non", LAST, factor=0.5),
     ),
-    Check(f"SOL-{SOL_MAIN} < PRE (last step)", SOL, LAST, below=("pre_s*", LAST)),
+    Check(f"SOL-{SOL_MAIN} < PRE (last step)", SOL, LAST, criterion=Below("pre_s*", LAST)),
     *(
         Check(
             f"unrolled < one-step surrogate, {arch} (last step)",
             f"unr_{arch}_s*",
             LAST,
-            below=(f"sup_{arch}_s*", LAST),
+            criterion=Below(f"sup_{arch}_s*", LAST),
             full_only=arch not in QUICK_ARCHITECTURES,
         )
         for arch in ARCHITECTURES
     ),
-    Check("PRE < NON (last step)", "pre_s*", LAST, below=("non", LAST), quick=True),
-    Check(f"SOL-{SOL_MAIN} < NON (last step)", SOL, LAST, below=("non", LAST), quick=True),
+    Check("PRE < NON (last step)", "pre_s*", LAST, criterion=Below("non", LAST), quick=True),
+    Check(f"SOL-{SOL_MAIN} < NON (last step)", SOL, LAST, criterion=Below("non", LAST), quick=True),
     *(
         Check(
             f"SOL-{n} rel. L2 at the last step",
@@ -178,8 +179,8 @@ CHECKS = (
         for n in SOL_UNROLLS
         if n != SOL_MAIN
     ),
-    Check("NON rel. L2, all frames", "non", "eval.rel_l2"),
-    Check(f"SOL-{SOL_MAIN} rel. L2, all frames", SOL, "eval.rel_l2"),
+    Check("NON rel. L2, all frames", "non", ALL),
+    Check(f"SOL-{SOL_MAIN} rel. L2, all frames", SOL, ALL),
 )
 
 PREPARE = (
@@ -226,7 +227,9 @@ NOTES = """
 """
 
 
-def _rows(results: dict[str, Any]) -> list[tuple[str, str, list[float], list[float], float]]:
+def _rows(
+    results: Mapping[str, VariantResult],
+) -> list[tuple[str, str, list[float], list[float], float]]:
     """(pattern, label, last-step errors, all-frame errors, mean training seconds) of
     every group with variants in ``results``."""
     rows = []
@@ -235,12 +238,12 @@ def _rows(results: dict[str, Any]) -> list[tuple[str, str, list[float], list[flo
         if not names:
             continue
 
-        def values(metric: str, names: list[str] = names) -> list[float]:
-            found = (lookup(results[n], metric) for n in names)
+        def values(metric: MetricRef, names: list[str] = names) -> list[float]:
+            found = (metric.read(results[n]) for n in names)
             return [math.nan if v is None else v for v in found]
 
-        seconds = values("summary.seconds")
-        rows.append((pattern, label, values(LAST), values("eval.rel_l2"), _mean(seconds)))
+        seconds = values(Summary("seconds"))
+        rows.append((pattern, label, values(LAST), values(ALL), _mean(seconds)))
     return rows
 
 
@@ -257,7 +260,7 @@ def _spread(values: list[float]) -> str:
     return f"{mean:.4f} ± {std:.4f} [{min(values):.4f}, {max(values):.4f}]"
 
 
-def summary(results: dict[str, Any]) -> str:
+def summary(results: Mapping[str, VariantResult]) -> str:
     """The table of every method: seed mean ± std [min, max] of the errors on the test split."""
     lines = [
         "Test split (nu in [0.0015, 0.003], below the training range [0.003, 0.01]), "
@@ -274,7 +277,7 @@ def summary(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def figures(out: Path, results: dict[str, Any]) -> list[Path]:
+def figures(out: Path, results: Mapping[str, VariantResult]) -> list[Path]:
     """``errors.png``: the last-step error of every method (seed mean, [min, max] bars),
     and the error over the rollout (seed means)."""
     import numpy as np
@@ -294,9 +297,7 @@ def figures(out: Path, results: dict[str, Any]) -> list[Path]:
     bars.invert_yaxis()
     bars.set(xlabel="rel. L2 error at t = 4 (test split)", title="last rollout step, [min, max]")
     for colour, (pattern, label, *_) in zip(colours, rows, strict=True):
-        per_time = [
-            results[n]["eval"].get("per_time") or {} for n in fnmatch.filter(results, pattern)
-        ]
+        per_time = [results[n].eval.get("per_time") or {} for n in fnmatch.filter(results, pattern)]
         series = [np.asarray(p["rel_l2"], dtype=float) for p in per_time if p.get("rel_l2")]
         if not series:
             continue

@@ -11,11 +11,23 @@ squares, i.e. sum (div u)^2 = 390.6).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pbdl_cli.reproduce import register
-from pbdl_cli.reproduce.base import Check, Reproduction, Variant, lookup
+from pbdl_cli.reproduce.base import Reproduction, Variant, register
+from pbdl_cli.reproduce.checks import (
+    AtLeast,
+    AtMost,
+    Below,
+    Check,
+    Eval,
+    History,
+    MetricRef,
+    Summary,
+    VariantResult,
+    Within,
+)
 
 BOOK_ORIGINAL, BOOK_NN = 2059.143, 11.510
 
@@ -94,105 +106,111 @@ CHECKS = (
     Check(
         "OOD mean sum (div u)^2: original",
         "nn_s0",
-        "eval.input_div_loss",
+        Eval("input_div_loss"),
         published=BOOK_ORIGINAL,
-        factor=1.2,
+        criterion=Within(1.2),
         quick=True,
     ),
     Check(
         "OOD mean max |div u|: original",
         "nn_s0",
-        "eval.input_div_max",
+        Eval("input_div_max"),
         published=4.946,
-        factor=1.2,
+        criterion=Within(1.2),
         quick=True,
     ),
-    Check("OOD mean sum (div u)^2: NN", "nn_s*", "eval.div_loss", published=BOOK_NN, factor=3.0),
-    Check("OOD mean max |div u|: NN", "nn_s*", "eval.div_max", published=0.417),
+    Check(
+        "OOD mean sum (div u)^2: NN",
+        "nn_s*",
+        Eval("div_loss"),
+        published=BOOK_NN,
+        criterion=Within(3.0),
+    ),
+    Check("OOD mean max |div u|: NN", "nn_s*", Eval("div_max"), published=0.417),
     Check(
         "OOD mean sum (div u)^2: solver",
         "nn_s0",
-        "eval.solver_div_loss",
+        Eval("solver_div_loss"),
         published=0.0,
-        at_most=1e-8,
+        criterion=AtMost(1e-8),
         quick=True,
     ),
-    Check("OOD mean max |div u|: solver", "nn_s0", "eval.solver_div_max", published=0.0),
+    Check("OOD mean max |div u|: solver", "nn_s0", Eval("solver_div_max"), published=0.0),
     Check(
         "OOD reduction original / NN",
         "nn_s*",
-        "eval.div_reduction",
+        Eval("div_reduction"),
         published=BOOK_ORIGINAL / BOOK_NN,
-        at_least=50.0,
+        criterion=AtLeast(50.0),
     ),
     Check(
         "OOD reduction original / NN (CI scale)",
         "nn_s0",
-        "eval.div_reduction",
+        Eval("div_reduction"),
         published=BOOK_ORIGINAL / BOOK_NN,
-        at_least=10.0,
+        criterion=AtLeast(10.0),
         quick=True,
     ),
     Check(
         "final train loss (100 fields)",
         "nn_s*",
-        "history.val/train_div_loss@-1",
+        History("val/train_div_loss", at=-1),
         published=0.6786,
-        factor=3.0,
+        criterion=Within(3.0),
     ),
     Check(
         "train fields: sum (div u)^2 before",
         "nn_s0",
-        "history.val/train_input_div_loss@-1",
+        History("val/train_input_div_loss", at=-1),
         published=2 * 195.28241,
     ),
     Check(
         "OOD reduction, raw input (book's scaling)",
         "raw",
-        "eval.div_reduction",
+        Eval("div_reduction"),
         published=BOOK_ORIGINAL / BOOK_NN,
         full_only=True,
     ),
-    Check("training time, s", "nn_s0", "summary.seconds", published=16.0),
+    Check("training time, s", "nn_s0", Summary("seconds"), published=16.0),
     Check(
         "obstacle: final smoke rel. L2, NN vs exact projection",
         "nn_s*",
-        "eval.obstacle_marker_rel_l2",
-        below=("nn_s0", "eval.obstacle_marker_rel_l2_unprojected"),
+        Eval("obstacle_marker_rel_l2"),
+        criterion=Below("nn_s0", Eval("obstacle_marker_rel_l2_unprojected")),
     ),
     Check(
         "obstacle: final smoke rel. L2, unprojected vs exact",
         "nn_s0",
-        "eval.obstacle_marker_rel_l2_unprojected",
+        Eval("obstacle_marker_rel_l2_unprojected"),
     ),
     Check(
         "obstacle: mean |div u| on fluid cells, NN (before its projection)",
         "nn_s*",
-        "eval.obstacle_div_nn_input",
+        Eval("obstacle_div_nn_input"),
     ),
-    Check("obstacle: mean |div u| on fluid cells, NN", "nn_s*", "eval.obstacle_div_nn"),
+    Check("obstacle: mean |div u| on fluid cells, NN", "nn_s*", Eval("obstacle_div_nn")),
     Check(
         "obstacle: mean |div u| on fluid cells, exact",
         "nn_s0",
-        "eval.obstacle_div_exact",
-        at_most=1e-4,
+        Eval("obstacle_div_exact"),
+        criterion=AtMost(1e-4),
         quick=True,
     ),
     Check(
         "obstacle: mean |div u| on fluid cells, unprojected",
         "nn_s0",
-        "eval.obstacle_div_unprojected",
+        Eval("obstacle_div_unprojected"),
     ),
     Check(
         "obstacle: final smoke rel. L2, raw input vs exact",
         "raw",
-        "eval.obstacle_marker_rel_l2",
+        Eval("obstacle_marker_rel_l2"),
         full_only=True,
     ),
 )
 
 
-def summary(results: dict[str, Any]) -> str:
+def summary(results: Mapping[str, VariantResult]) -> str:
     """original / NN / solver for every variant (the book's table)."""
     lines = [
         "OOD test (10 fields, noise scale 2): mean over fields of sum (div u)^2 and of "
@@ -206,16 +224,17 @@ def summary(results: dict[str, Any]) -> str:
     ]
     for name, result in results.items():
 
-        def get(metric: str, result: dict[str, Any] = result) -> float:
-            value = lookup(result, metric)
+        def get(metric: MetricRef, result: VariantResult = result) -> float:
+            value = metric.read(result)
             return float("nan") if value is None else value
 
         lines.append(
-            f"| {name} | {get('eval.input_div_loss'):.1f} | {get('eval.div_loss'):.3f} "
-            f"| {get('eval.solver_div_loss'):.1e} | {get('eval.div_reduction'):.1f}x "
-            f"| {get('eval.input_div_max'):.3f} | {get('eval.div_max'):.3f} "
-            f"| {get('eval.solver_div_max'):.1e} "
-            f"| {get('history.val/train_div_loss@-1'):.3f} | {get('summary.seconds'):.1f} |"
+            f"| {name} | {get(Eval('input_div_loss')):.1f} | {get(Eval('div_loss')):.3f} "
+            f"| {get(Eval('solver_div_loss')):.1e} | {get(Eval('div_reduction')):.1f}x "
+            f"| {get(Eval('input_div_max')):.3f} | {get(Eval('div_max')):.3f} "
+            f"| {get(Eval('solver_div_max')):.1e} "
+            f"| {get(History('val/train_div_loss', at=-1)):.3f} "
+            f"| {get(Summary('seconds')):.1f} |"
         )
     lines += [
         "",
@@ -230,7 +249,7 @@ def summary(results: dict[str, Any]) -> str:
     ]
     for name, result in results.items():
         values = [
-            lookup(result, f"eval.obstacle_{key}")
+            Eval(f"obstacle_{key}").read(result)
             for key in (
                 "marker_rel_l2",
                 "marker_rel_l2_unprojected",
@@ -247,7 +266,7 @@ def summary(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _load(results: dict[str, Any], name: str, dtype: Any) -> tuple[Any, Any, Any]:
+def _load(results: Mapping[str, VariantResult], name: str, dtype: Any) -> tuple[Any, Any, Any]:
     """(problem, method, model) of variant ``name``'s last checkpoint, in ``dtype``."""
     import torch
 
@@ -257,7 +276,7 @@ def _load(results: dict[str, Any], name: str, dtype: Any) -> tuple[Any, Any, Any
     from pbdl_cli.stages.train import train_config
     from pbdl_cli.training.checkpoint import load_checkpoint
 
-    checkpoint = Path(results[name]["run"]) / "checkpoints" / "last.pt"
+    checkpoint = results[name].run / "checkpoints" / "last.pt"
     state = load_checkpoint(checkpoint)
     cfg = train_config(stored_train_config(state, checkpoint))
     problem = PROBLEMS.create(cfg.problem)
@@ -269,14 +288,14 @@ def _load(results: dict[str, Any], name: str, dtype: Any) -> tuple[Any, Any, Any
     return problem, method, model
 
 
-def figures(out: Path, results: dict[str, Any]) -> list[Path]:
+def figures(out: Path, results: Mapping[str, VariantResult]) -> list[Path]:
     """``projection.png`` (:func:`_projection_figure`) and ``obstacle.png``
     (:func:`_obstacle_figure`)."""
     name = "nn_s0" if "nn_s0" in results else next(iter(results))
     return [_projection_figure(out, results, name), _obstacle_figure(out, results, name)]
 
 
-def _projection_figure(out: Path, results: dict[str, Any], name: str) -> Path:
+def _projection_figure(out: Path, results: Mapping[str, VariantResult], name: str) -> Path:
     """``projection.png``: one OOD test field: its divergence, the divergence after the
     learned projection, and the solver's and the network's pressure (means removed)."""
     import torch
@@ -317,7 +336,7 @@ def _projection_figure(out: Path, results: dict[str, Any], name: str) -> Path:
     return save_figure(fig, out / "projection.png")
 
 
-def _obstacle_figure(out: Path, results: dict[str, Any], name: str) -> Path:
+def _obstacle_figure(out: Path, results: Mapping[str, VariantResult], name: str) -> Path:
     """``obstacle.png``: the final smoke of the zero-shot obstacle test with the exact
     projection, with the network's, their difference, and without projection; the
     obstacle outlined. Rerun here in float32, as ``pbdl evaluate`` does."""

@@ -16,11 +16,11 @@ Re = 73.24 (``experiment=karman_sol_test``), under ``<out>/datasets``.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
-from pbdl_cli.reproduce import register
-from pbdl_cli.reproduce.base import Check, Prepare, Reproduction, Variant, lookup
+from pbdl_cli.reproduce.base import Prepare, Reproduction, Variant, register
+from pbdl_cli.reproduce.checks import Below, Check, Eval, Summary, VariantResult
 
 SEED = 0
 STEPS = 1000
@@ -73,8 +73,8 @@ VARIANTS: tuple[Variant, ...] = (
     ),
 )
 
-LAST = "eval.rel_l2_last"
-MEAN = "eval.rel_l2"
+LAST = Eval("rel_l2_last")
+MEAN = Eval("rel_l2")
 #: the book's mean relative error over 100 steps at Re 73.24 (ch. 18)
 BOOK_SOURCE, BOOK_CORRECTED = 0.10863638424314559, 0.031211425131186844
 
@@ -83,19 +83,19 @@ CHECKS = (
         "SOL-4 rel. L2, last frame <= 0.5 x NON",
         "sol4",
         LAST,
-        below=("non", LAST),
-        below_factor=0.5,
+        criterion=Below("non", LAST, factor=0.5),
     ),
     Check(
         "SOL-4 rel. L2, all frames <= 0.5 x NON",
         "sol4",
         MEAN,
-        below=("non", MEAN),
-        below_factor=0.5,
+        criterion=Below("non", MEAN, factor=0.5),
     ),
-    Check("PRE < NON (rel. L2, all frames)", "pre", MEAN, below=("non", MEAN), quick=True),
-    Check("SOL-4 < NON (rel. L2, all frames)", "sol4", MEAN, below=("non", MEAN), quick=True),
-    Check("SOL-4 < PRE (rel. L2, all frames)", "sol4", MEAN, below=("pre", MEAN)),
+    Check("PRE < NON (rel. L2, all frames)", "pre", MEAN, criterion=Below("non", MEAN), quick=True),
+    Check(
+        "SOL-4 < NON (rel. L2, all frames)", "sol4", MEAN, criterion=Below("non", MEAN), quick=True
+    ),
+    Check("SOL-4 < PRE (rel. L2, all frames)", "sol4", MEAN, criterion=Below("pre", MEAN)),
     Check("SOL-8 rel. L2, all frames", "sol8", MEAN, full_only=True),
     Check("NON rel. L2, last frame", "non", LAST),
     Check("PRE rel. L2, last frame", "pre", LAST),
@@ -148,13 +148,13 @@ NOTES = f"""
 """
 
 
-def _book_metric(run: str) -> tuple[float, list[float]] | None:
+def _book_metric(run: Path) -> tuple[float, list[float]] | None:
     """The book's error of a run's evaluation: per frame sum|p - r| / sum|r| (mean over
     trajectories), and its mean over the predicted frames (1..T-1)."""
     import h5py
     import numpy as np
 
-    folder = Path(run) / "eval"
+    folder = run / "eval"
     paths = folder / "prediction.h5", folder / "reference.h5"
     if not all(p.is_file() for p in paths):
         return None
@@ -169,11 +169,11 @@ def _book_metric(run: str) -> tuple[float, list[float]] | None:
     return float(per_frame[1:].mean()), per_frame.tolist()
 
 
-def _rows(results: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+def _rows(results: Mapping[str, VariantResult]) -> list[tuple[str, str, VariantResult]]:
     return [(name, label, results[name]) for name, label in GROUPS if name in results]
 
 
-def summary(results: dict[str, Any]) -> str:
+def summary(results: Mapping[str, VariantResult]) -> str:
     """Our errors beside the book's."""
     lines = [
         "Test split (Re = 73.24, outside the training range [100, 1000]), seed 0:",
@@ -184,9 +184,9 @@ def summary(results: dict[str, Any]) -> str:
     ]
     book = {"non": BOOK_SOURCE, "sol4": BOOK_CORRECTED}
     for name, label, result in _rows(results):
-        metric = _book_metric(result.get("run", ""))
+        metric = _book_metric(result.run)
         ours = "n/a" if metric is None else f"{metric[0]:.4f}"
-        cells = [lookup(result, m) for m in (MEAN, LAST, "summary.seconds")]
+        cells = [m.read(result) for m in (MEAN, LAST, Summary("seconds"))]
         text = ["n/a" if v is None or not math.isfinite(v) else f"{v:.4f}" for v in cells[:2]]
         seconds = "n/a" if cells[2] is None else f"{cells[2]:.0f}"
         published = f"{book[name]:.4f}" if name in book else ""
@@ -194,7 +194,7 @@ def summary(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def figures(out: Path, results: dict[str, Any]) -> list[Path]:
+def figures(out: Path, results: Mapping[str, VariantResult]) -> list[Path]:
     """``errors.png``: the relative L1 (book) and L2 errors over the rollout."""
     import numpy as np
     from matplotlib.figure import Figure
@@ -204,10 +204,10 @@ def figures(out: Path, results: dict[str, Any]) -> list[Path]:
     fig = Figure(figsize=(11, 4), layout="constrained")
     l1, l2 = fig.subplots(1, 2)
     for _, label, result in _rows(results):
-        metric = _book_metric(result.get("run", ""))
+        metric = _book_metric(result.run)
         if metric is not None:
             l1.plot(np.arange(1, len(metric[1])), metric[1][1:], label=label)
-        per_time = (result.get("eval") or {}).get("per_time") or {}
+        per_time = result.eval.get("per_time") or {}
         if per_time.get("rel_l2"):
             t = np.asarray(per_time["t"], dtype=float)
             l2.plot(t[1:], np.asarray(per_time["rel_l2"], dtype=float)[1:], label=label)

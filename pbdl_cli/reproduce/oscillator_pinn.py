@@ -6,8 +6,8 @@ are the qualitative claims, with bounds."""
 
 from __future__ import annotations
 
-from pbdl_cli.reproduce import register
-from pbdl_cli.reproduce.base import Check, Reproduction, Variant
+from pbdl_cli.reproduce.base import Reproduction, Variant, register
+from pbdl_cli.reproduce.checks import AtLeast, AtMost, Below, Check, Eval
 
 NOTES = """
 - Setting (B. Moseley's example, as in the lecture's slides): m = 1, mu = 4, k = 400,
@@ -29,19 +29,25 @@ register(
             Variant("supervised", ("experiment=oscillator_supervised",), label="data only"),
         ),
         checks=(
-            Check("PINN rel. L2 on [0, 1]", "pinn", "eval.rel_l2", at_most=5e-2, quick=True),
+            Check(
+                "PINN rel. L2 on [0, 1]",
+                "pinn",
+                Eval("rel_l2"),
+                criterion=AtMost(5e-2),
+                quick=True,
+            ),
             Check(
                 "supervised rel. L2 on [0, 1]",
                 "supervised",
-                "eval.rel_l2",
-                at_least=0.3,
+                Eval("rel_l2"),
+                criterion=AtLeast(0.3),
                 quick=True,
             ),
             Check(
                 "PINN mean |ODE residual|",
                 "pinn",
-                "eval.residual",
-                below=("supervised", "eval.residual"),
+                Eval("residual"),
+                criterion=Below("supervised", Eval("residual")),
                 quick=True,
             ),
         ),

@@ -8,8 +8,8 @@ means): supervised 0.100203, DP 0.000002 after 50 epochs.
 
 from __future__ import annotations
 
-from pbdl_cli.reproduce import register
-from pbdl_cli.reproduce.base import Check, Reproduction, Variant
+from pbdl_cli.reproduce.base import Reproduction, Variant, register
+from pbdl_cli.reproduce.checks import AtLeast, AtMost, Below, Check, Eval, History, Within
 
 NOTES = """
 - Both variants use the book's network (1-128-128-1 ReLU, 16,897 parameters), Adam at
@@ -46,38 +46,38 @@ register(
             Check(
                 "supervised loss, epoch 50 (MSE / 5)",
                 "supervised",
-                "history.val/data_mse@-1",
+                History("val/data_mse", at=-1),
                 published=0.100203,
-                factor=1.2,
+                criterion=Within(1.2),
                 scale=0.2,
             ),
             Check(
                 "DP loss, epoch 50 (MSE / 5)",
                 "dp",
-                "history.val/physics_mse@-1",
+                History("val/physics_mse", at=-1),
                 published=2e-6,
-                factor=10.0,
+                criterion=Within(10.0),
                 scale=0.2,
             ),
             Check(
                 "supervised: distance to nearest branch (rel.)",
                 "supervised",
-                "eval.branch_rel_l2",
-                at_least=0.5,
+                Eval("branch_rel_l2"),
+                criterion=AtLeast(0.5),
                 quick=True,
             ),
             Check(
                 "DP: distance to nearest branch (rel.)",
                 "dp",
-                "eval.branch_rel_l2",
-                at_most=0.05,
+                Eval("branch_rel_l2"),
+                criterion=AtMost(0.05),
                 quick=True,
             ),
             Check(
                 "DP: residual mean |f(x)^2 - x|",
                 "dp",
-                "eval.residual",
-                below=("supervised", "eval.residual"),
+                Eval("residual"),
+                criterion=Below("supervised", Eval("residual")),
                 quick=True,
             ),
         ),

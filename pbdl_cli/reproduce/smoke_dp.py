@@ -8,11 +8,11 @@ loss (PhiFlow's l2_loss, 1/2 sum of squares, summed over the batch) at GD iterat
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
-from pbdl_cli.reproduce import register
-from pbdl_cli.reproduce.base import Check, Reproduction, Variant, lookup
+from pbdl_cli.reproduce.base import Reproduction, Variant, register
+from pbdl_cli.reproduce.checks import Below, Check, History, VariantResult, Within
 
 BOOK = {
     0: 298.286163,
@@ -51,10 +51,16 @@ NOTES = """
   non-convex objective); the individual values after iteration 2 differ by up to 15 %.
 """
 
+
+def loss(iteration: int) -> History:
+    """The loss before the (iteration + 1)-th GD update (-1: after the last)."""
+    return History("train/obs", at=iteration)
+
+
 QUICK = ("trainer.max_steps=5", "trainer.eval_every=5", "trainer.checkpoint_every=5")
 
 
-def differences(out: Path, results: dict[str, Any]) -> list[Path]:
+def differences(out: Path, results: Mapping[str, VariantResult]) -> list[Path]:
     """The book's figure: final marker minus the reference's, before (u0 = 0) and after
     the optimization, for the three non-reference plumes; and the losses."""
     import h5py
@@ -69,7 +75,7 @@ def differences(out: Path, results: dict[str, Any]) -> list[Path]:
     from pbdl_cli.solvers import SOLVERS, rollout
 
     load_plugins()
-    run = Path(results["dp"]["run"])
+    run = results["dp"].run
     cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
     problem = PROBLEMS.build(OmegaConf.to_container(cfg.problem, resolve=True))
     solver = SOLVERS.build(OmegaConf.to_container(cfg.solver, resolve=True), problem=problem)
@@ -98,7 +104,7 @@ def differences(out: Path, results: dict[str, Any]) -> list[Path]:
     target = axes[0, -1].imshow(before[ref].T, origin="lower", cmap="magma")
     axes[0, -1].set_title("reference (final marker)")
     fig.colorbar(target, ax=axes[0, -1])
-    history = results["dp"]["history"]
+    history = results["dp"].history
     losses = [r["train/obs"] for r in history if "train/obs" in r]
     axes[1, -1].plot(range(len(losses)), losses, "C0-", label="pbdl")
     axes[1, -1].plot(list(BOOK), list(BOOK.values()), "ko", ms=4, label="book")
@@ -110,11 +116,11 @@ def differences(out: Path, results: dict[str, Any]) -> list[Path]:
     return [save_figure(fig, out / "differences.png")]
 
 
-def table(results: dict[str, Any]) -> str:
+def table(results: Mapping[str, VariantResult]) -> str:
     """The book's printed losses next to ours."""
     lines = ["| GD iteration | book | pbdl |", "|---|---|---|"]
     for i, book in BOOK.items():
-        ours = lookup(results["dp"], f"history.train/obs@{i}")
+        ours = loss(i).read(results["dp"])
         lines.append(f"| {i} | {book:.2f} | {'-' if ours is None else f'{ours:.2f}'} |")
     return "\n".join(lines)
 
@@ -133,39 +139,32 @@ register(
             ),
         ),
         checks=(
-            Check("loss, iteration 0", "dp", "history.train/obs@0", published=BOOK[0], factor=2),
+            Check("loss, iteration 0", "dp", loss(0), published=BOOK[0], criterion=Within(2)),
             *(
-                Check(
-                    f"loss, iteration {i}",
-                    "dp",
-                    f"history.train/obs@{i}",
-                    published=v,
-                    full_only=True,
-                )
+                Check(f"loss, iteration {i}", "dp", loss(i), published=v, full_only=True)
                 for i, v in BOOK.items()
                 if i not in (0, 79)
             ),
             Check(
                 "loss, iteration 79",
                 "dp",
-                "history.train/obs@79",
+                loss(79),
                 published=BOOK[79],
-                factor=1.5,
+                criterion=Within(1.5),
                 full_only=True,
             ),
             Check(
                 "final loss < 0.7 x initial",
                 "dp",
-                "history.train/obs@-1",
-                below=("dp", "history.train/obs@0"),
-                below_factor=0.7,
+                loss(-1),
+                criterion=Below("dp", loss(0), factor=0.7),
                 full_only=True,
             ),
             Check(
                 "the loss decreases",
                 "dp",
-                "history.train/obs@-1",
-                below=("dp", "history.train/obs@0"),
+                loss(-1),
+                criterion=Below("dp", loss(0)),
                 quick=True,
             ),
         ),
