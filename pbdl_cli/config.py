@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import types
 import typing
 from typing import Any
@@ -38,6 +39,7 @@ def to_schema(node: DictConfig, schema: type, *, path: str) -> Any:
         node = OmegaConf.create(OmegaConf.to_container(node, resolve=True, enum_to_str=True))
     except OmegaConfBaseException as error:  # its keys are relative to the root
         raise translate(error) from None
+    _check_finite(OmegaConf.to_container(node), path)
     try:
         typed = OmegaConf.merge(OmegaConf.structured(schema), node)
         # a merge keeps the schema's default where the node says ??? (missing): look at both
@@ -56,6 +58,19 @@ def to_schema(node: DictConfig, schema: type, *, path: str) -> Any:
         raise translate(error, schema=schema, path=path) from None
     except (ValueError, TypeError) as error:  # raised by a schema's __post_init__
         raise PbdlError(f"{path or 'config'}: {error}") from None
+
+
+def _check_finite(value: Any, path: str) -> None:
+    """Refuse NaN and infinite numbers anywhere in a config: no setting means them, and
+    they pass every range check (``nan < 0`` is false) only to fail far from the cause."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_finite(item, join_key(path, str(key)))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_finite(item, f"{path}[{index}]")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise PbdlError(f"{path}: must be a finite number (got {value})")
 
 
 def to_container(config: Any) -> dict[str, Any]:

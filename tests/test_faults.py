@@ -54,3 +54,16 @@ def test_showing_a_config_does_not_depend_on_what_is_on_disk(workdir: Path):
     assert shown.returncode == 0 and "n_train: 2" in shown.stdout, shown.stderr
     printed = run_cli("generate", "debug=smoke", "--cfg", "job", cwd=workdir)
     assert printed.returncode == 0 and "n_train: 2" in printed.stdout, printed.stderr
+
+
+def test_non_finite_and_out_of_range_values_are_refused_before_anything_runs(workdir: Path):
+    for stage, override, needle in [
+        ("train", "trainer.lr=nan", "trainer.lr: must be a finite number (got nan)"),
+        ("train", "threads=0", "threads must be >= 1"),
+        ("train", "problem.nu=nan", "problem.nu: must be a finite number"),
+        ("generate", "problem.nu_range=[0.01,inf]", "problem.nu_range[1]: must be a finite"),
+        ("generate", "threads=0", "threads must be >= 1"),
+    ]:
+        result = run_cli(stage, "debug=smoke", override, cwd=workdir)
+        assert_one_line_error(result, 2, needle)
+    assert not (workdir / "outputs").exists() and not (workdir / "datasets").exists()

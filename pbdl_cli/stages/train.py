@@ -63,6 +63,10 @@ class TrainConfig:
     overwrite: bool = False
     plugins: list[str] = dataclasses.field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        if self.threads is not None and self.threads < 1:
+            raise ValueError("threads must be >= 1 (or null for torch's default)")
+
 
 def solver_config(node: DictConfig) -> PluginConfig:
     """The ``solver`` node validated against its solver's schema (``name: none``: the
