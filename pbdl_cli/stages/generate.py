@@ -26,7 +26,6 @@ from typing import Any
 import torch
 from omegaconf import MISSING, DictConfig
 from rich.table import Table
-from tqdm.auto import tqdm
 
 from pbdl_cli import __version__
 from pbdl_cli.config import Precision, to_container, to_schema, to_yaml
@@ -37,6 +36,7 @@ from pbdl_cli.solvers import NO_SOLVER, SOLVERS, Solver, rollout
 from pbdl_cli.stages.base import STAGES, Stage
 from pbdl_cli.utils.device import resolve_device, resolve_dtype
 from pbdl_cli.utils.files import atomic_write_text, publish_directory, remove_stale_partials
+from pbdl_cli.utils.progress import progress
 from pbdl_cli.utils.seeding import derive_seed, generator
 
 log = logging.getLogger("pbdl.generate")
@@ -262,12 +262,11 @@ def write_split(s: GenerateSettings, split: str, count: int, path: Path, yaml: s
             attrs=attrs,
             compression=s.config.data.compression,
         ) as writer,
-        tqdm(
-            total=count,
+        progress(
+            count,
             desc=f"{split:>5}",
             unit="traj",
             leave=False,
-            disable=None,
             bar_format="{l_bar}{bar}| {n:.0f}/{total} traj [{elapsed}<{remaining}]",
         ) as bar,
     ):

@@ -152,6 +152,8 @@ class Train(Stage):
 
     def _train(self, s: TrainSettings, run_dir: Path) -> dict[str, Any]:
         method, main, config = s.method, s.launch.is_main, s.config
+        if main:  # first, so that its logs can be found while it runs
+            log.info("run directory: %s", run_dir)
         if config.overwrite and not config.resume and main:
             _remove_run(run_dir)
         model = method.build_model(config.model)

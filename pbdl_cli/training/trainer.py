@@ -43,12 +43,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from pbdl_cli.errors import PbdlError
 from pbdl_cli.training import distributed
 from pbdl_cli.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from pbdl_cli.training.objective import Objective
+from pbdl_cli.utils.progress import progress
 
 
 class OptimizerName(str, enum.Enum):
@@ -251,14 +251,7 @@ def fit(
 
     # 3. the loop
     start, terms = time.perf_counter(), {}
-    bar = tqdm(
-        total=total,
-        initial=step,
-        desc="train",
-        unit="step",
-        disable=None if main else True,
-        leave=False,
-    )
+    bar = progress(total, initial=step, desc="train", unit="step", enabled=main, leave=False)
     tensorboard = _tensorboard_dir(config, run_dir)  # (every process checks the package)
     with (
         _deferred_interrupts() as interrupted,
