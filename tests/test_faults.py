@@ -7,6 +7,8 @@ import json
 import subprocess
 from pathlib import Path
 
+import torch
+
 from tests.conftest import run_cli
 
 
@@ -67,3 +69,29 @@ def test_non_finite_and_out_of_range_values_are_refused_before_anything_runs(wor
         result = run_cli(stage, "debug=smoke", override, cwd=workdir)
         assert_one_line_error(result, 2, needle)
     assert not (workdir / "outputs").exists() and not (workdir / "datasets").exists()
+
+
+class _Payload:
+    """Unpickling this would create the file ``marker`` (as any command could run)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_opening_a_checkpoint_never_runs_code_stored_in_it(workdir: Path):
+    trained = run_cli("train", "debug=smoke", "hydra.run.dir=run", cwd=workdir)
+    assert trained.returncode == 0, trained.stderr
+    marker = workdir / "marker"
+    last = workdir / "run" / "checkpoints" / "last.pt"
+    payload = torch.load(last, weights_only=True)
+    payload["extra"] = _Payload(marker)
+    torch.save(payload, last)
+    evaluated = run_cli("evaluate", "run=run", cwd=workdir)
+    assert_one_line_error(evaluated, 2, "not a pbdl checkpoint", "could run code")
+    resumed = run_cli("train", "debug=smoke", "resume=true", "hydra.run.dir=run", cwd=workdir)
+    assert resumed.returncode != 0 and "could run code" in resumed.stderr
+    assert "Traceback" not in resumed.stderr
+    assert not marker.exists()

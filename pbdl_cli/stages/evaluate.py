@@ -173,7 +173,7 @@ class Evaluate(Stage):
         if not run.is_dir():
             raise PbdlError(f"run={run} is not a directory; pass a pbdl train run directory")
         checkpoint = find_checkpoint(run, config.checkpoint)
-        state = load_checkpoint(checkpoint, map_location="cpu")
+        state = load_checkpoint(checkpoint)
         train_cfg = stored_train_config(state, checkpoint)
         load_plugins(list(train_cfg.get("plugins", None) or []))
         names = state.get("plugins") or {}

@@ -221,7 +221,7 @@ def fit(
     # 2. resume: restore everything that shapes the next step (every process loads
     # last.pt; data-parallel processes all continue with rank 0's random states)
     if resume:
-        state = load_checkpoint(checkpoints / "last.pt", map_location=_device_of(model))
+        state = load_checkpoint(checkpoints / "last.pt")
         model.load_state_dict(state["model"])
         step, best = int(state["step"]), float(state.get("best", math.inf))
         phase = _make_phase(config, model, lbfgs=state["phase"] == "lbfgs")
