@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from pbdl_cli.numerics.mac import MacGrid
 from pbdl_cli.problems import PROBLEMS
 from pbdl_cli.problems.karman import BOOK_RE_FACTOR, Karman, KarmanConfig
 from pbdl_cli.solvers import SOLVERS
-from pbdl_cli.solvers.ns import MacGrid
 from tests.conftest import run_cli
 
 F64 = torch.float64
