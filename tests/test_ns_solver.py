@@ -4,6 +4,7 @@ smoke blob in a closed box, a channel with inflow, outflow and an obstacle."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import pytest
 import torch
@@ -147,3 +148,23 @@ def test_solver_rejects_problems_without_flow_setup_and_says_what_it_needs():
         SOLVERS.build({"name": "ns_mac"}, problem=burgers)
     with pytest.raises(PbdlError, match="diffusion_number"):
         SOLVERS.build({"name": "ns_mac", "diffusion_number": 0.9}, problem=make()[0])
+
+
+def test_an_iteration_budget_too_small_for_the_pressure_solve_is_reported(caplog):
+    """solver.cg_max_iter below what the obstacle channel needs: ns_mac says so once (with
+    the residual and the option to raise) and its diagnostics show it; a budget that is
+    large enough gives no warning."""
+    problem, solver = make({"pressure": "cg", "cg_max_iter": 3}, obstacle=True, channel=True)
+    params, state = random_state(problem, 2)
+    with caplog.at_level(logging.WARNING, logger="pbdl.solvers.ns_mac"):
+        for _ in range(2):
+            state = solver(state, 0.5, params)
+    warnings = [r for r in caplog.records if "did not converge" in r.getMessage()]
+    assert len(warnings) == 1 and "cg_max_iter" in warnings[0].getMessage()
+    assert not bool(solver.last_info.converged.any())
+    assert solver.last_info.iterations.tolist() == [3, 3]
+    caplog.clear()
+    _, enough = make({"pressure": "cg", "cg_max_iter": 2000}, obstacle=True, channel=True)
+    with caplog.at_level(logging.WARNING, logger="pbdl.solvers.ns_mac"):
+        enough(random_state(problem, 2)[1], 0.5, params)
+    assert bool(enough.last_info.converged.all()) and not caplog.records
