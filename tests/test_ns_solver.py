@@ -168,3 +168,16 @@ def test_an_iteration_budget_too_small_for_the_pressure_solve_is_reported(caplog
     with caplog.at_level(logging.WARNING, logger="pbdl.solvers.ns_mac"):
         enough(random_state(problem, 2)[1], 0.5, params)
     assert bool(enough.last_info.converged.all()) and not caplog.records
+
+
+def test_cfl_caps_the_substep_per_trajectory():
+    """solver.cfl: max(|u|, |v|) h / min(dx, dy) <= cfl in every substep, counted per
+    trajectory; without it (and without explicit diffusion) one substep per interval."""
+    problem, capped = make({"diffusion": "none", "cfl": 0.5})
+    _, free = make({"diffusion": "none"})
+    params = problem.sample_params(2, torch.Generator())
+    state = problem.initial_state(params, torch.Generator())
+    state[0, 0, 5, 5] = 3.0  # max speed 3 on unit cells: 1 * 3 / 0.5 = 6 substeps
+    state[1, 1, 4, 7] = -1.0  # max speed 1: 2 substeps
+    assert capped.num_substeps(state, 1.0, params).tolist() == [6, 2]
+    assert free.num_substeps(state, 1.0, params).tolist() == [1, 1]
