@@ -128,7 +128,7 @@ def bench_one(
 
 def _divergence_before(solver: Any, state: Tensor, params: dict) -> float:
     """max |div u*| of the last projection: div of the state plus the pressure gradient."""
-    from pbdl_cli.solvers.ns.mac import MacGrid
+    from pbdl_cli.numerics.mac import MacGrid
 
     problem = solver.problem
     setup = problem.flow_setup(params)

@@ -193,7 +193,7 @@ def test_train_and_evaluate_write_the_three_divergences(workdir):
 
 def test_obstacle_test_runs_three_projections_side_by_side():
     from pbdl_cli.methods.projection_obstacle import RUNS, obstacle_grid, obstacle_test
-    from pbdl_cli.solvers.ns.pressure import PressureSystem
+    from pbdl_cli.numerics.pressure import PressureSystem
 
     # an ideal "network": the exact projection of the periodic box without the obstacle
     periodic = make().mac(CPU, torch.float32)

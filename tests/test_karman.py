@@ -3,15 +3,18 @@ vortex shedding, refinement and coarsening, and `pbdl generate data.refine=2`.""
 
 from __future__ import annotations
 
+import dataclasses
+
 import h5py
 import numpy as np
 import pytest
 import torch
 
+from pbdl_cli.numerics.mac import MacGrid
 from pbdl_cli.problems import PROBLEMS
 from pbdl_cli.problems.karman import BOOK_RE_FACTOR, Karman, KarmanConfig
 from pbdl_cli.solvers import SOLVERS
-from pbdl_cli.solvers.ns import MacGrid
+from pbdl_cli.stages.generate import burn_in
 from tests.conftest import run_cli
 
 F64 = torch.float64
@@ -93,6 +96,33 @@ def test_the_wake_sheds_vortices_only_when_perturbed():
     assert float(probe[0.0].abs().max()) < 1e-10
     late = probe[0.1][40:]
     assert float(late.max()) > 0.01 and float(late.min()) < -0.01  # both signs: oscillation
+
+
+def test_the_burn_in_gives_each_trajectory_its_own_length_as_if_run_alone():
+    """Karman.burn_in: warmup / dt steps plus 0..warmup_jitter per trajectory with the
+    book's scheme in float32; generate's burn_in runs them in one call, and each
+    trajectory's frame 0 is bit for bit what its own loop of solver steps gives."""
+    problem = _problem(nx=8, ny=16, warmup=2.0, warmup_jitter=2, re_range=[100.0, 1000.0])
+    params = problem.sample_params(3, torch.Generator().manual_seed(0))
+    plan = problem.burn_in(params, torch.Generator().manual_seed(1))
+    assert plan.dtype is torch.float32 and plan.solver == {**BOOK_SCHEME, "substeps": 1}
+    assert plan.steps.shape == (3,) and bool(((plan.steps >= 2) & (plan.steps <= 4)).all())
+    assert problem.refined(2).burn_in(params, torch.Generator()).solver["substeps"] == 2
+    assert _problem().burn_in(params, torch.Generator()) is None  # warmup 0, no jitter
+    plan = dataclasses.replace(plan, steps=torch.tensor([3, 0, 1]))
+    u0 = problem.initial_state(params, torch.Generator().manual_seed(2))
+    solver = SOLVERS.build(plan.solver, problem=problem)
+    ticks = []
+    frame0 = burn_in(solver, plan, u0, params, problem.dt, lambda: ticks.append(1), F64)
+    assert frame0.dtype == torch.float32 and len(ticks) == 4
+    for b, steps in enumerate((3, 0, 1)):
+        alone = u0[b : b + 1].float()
+        p = {k: v[b : b + 1].float() for k, v in params.items()}
+        with torch.no_grad():
+            for _ in range(steps):
+                alone = solver(alone, problem.dt, p)
+        assert torch.equal(frame0[b : b + 1], alone)
+    assert not torch.equal(frame0[0], u0[0].float())  # the burn-in moved the flow
 
 
 def test_refined_and_coarsened_states():

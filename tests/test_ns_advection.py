@@ -7,7 +7,9 @@ import math
 
 import torch
 
-from pbdl_cli.solvers.ns import Boundary, MacGrid, Side, advect_centred, advect_velocity
+from pbdl_cli.numerics.advection import advect_centred, advect_velocity
+from pbdl_cli.numerics.geometry import Boundary, Side
+from pbdl_cli.numerics.mac import MacGrid
 
 F64 = torch.float64
 

@@ -8,16 +8,9 @@ import math
 import pytest
 import torch
 
-from pbdl_cli.solvers.ns import (
-    Boundary,
-    MacGrid,
-    PressureSystem,
-    Side,
-    box_mask,
-    pressure_solve,
-    project,
-    sphere_mask,
-)
+from pbdl_cli.numerics.geometry import Boundary, Side, box_mask, sphere_mask
+from pbdl_cli.numerics.mac import MacGrid
+from pbdl_cli.numerics.pressure import PressureSystem, pressure_solve, project
 
 F64 = torch.float64
 

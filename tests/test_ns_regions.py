@@ -8,19 +8,13 @@ import dataclasses
 import pytest
 import torch
 
+from pbdl_cli.numerics.geometry import Boundary, Side, VelocityRegion, sphere_mask
+from pbdl_cli.numerics.mac import MacGrid
+from pbdl_cli.numerics.pressure import PressureSystem, SymmetricSolve
 from pbdl_cli.problems.base import Grid, Problem
+from pbdl_cli.problems.flow import FlowSetup
 from pbdl_cli.registry import PluginConfig
 from pbdl_cli.solvers import SOLVERS
-from pbdl_cli.solvers.ns import (
-    Boundary,
-    FlowSetup,
-    MacGrid,
-    PressureSystem,
-    Side,
-    VelocityRegion,
-    sphere_mask,
-)
-from pbdl_cli.solvers.ns.pressure import SymmetricSolve
 
 F64 = torch.float64
 WALL, PERIODIC = Side("no_slip"), Side("periodic")

@@ -4,16 +4,18 @@ smoke blob in a closed box, a channel with inflow, outflow and an obstacle."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import pytest
 import torch
 
 from pbdl_cli.errors import PbdlError
+from pbdl_cli.numerics.geometry import Boundary, Side, sphere_mask
 from pbdl_cli.problems import PROBLEMS
 from pbdl_cli.problems.base import Grid, Problem
+from pbdl_cli.problems.flow import FlowSetup
 from pbdl_cli.registry import PluginConfig
 from pbdl_cli.solvers import SOLVERS
-from pbdl_cli.solvers.ns import Boundary, FlowSetup, Side, sphere_mask
 
 F64 = torch.float64
 
@@ -137,10 +139,45 @@ def test_channel_with_obstacle_float32_runs_and_stays_divergence_free():
     assert float(state[:, 1, :, -1].mean()) > 0.5
 
 
-def test_solver_rejects_problems_without_flow_setup_and_lists_flow_problems():
-    assert "taylor_green" in SOLVERS.get("ns_mac").problems
+def test_solver_rejects_problems_without_flow_setup_and_says_what_it_needs():
+    ns_mac = SOLVERS.get("ns_mac")
+    assert ns_mac.supports(PROBLEMS.build({"name": "taylor_green"}))
     burgers = PROBLEMS.build({"name": "burgers"})
-    with pytest.raises(PbdlError, match="flow_setup"):
+    assert not ns_mac.supports(burgers)
+    with pytest.raises(PbdlError, match=r"cannot solve problem 'burgers'.*flow_setup"):
         SOLVERS.build({"name": "ns_mac"}, problem=burgers)
     with pytest.raises(PbdlError, match="diffusion_number"):
         SOLVERS.build({"name": "ns_mac", "diffusion_number": 0.9}, problem=make()[0])
+
+
+def test_an_iteration_budget_too_small_for_the_pressure_solve_is_reported(caplog):
+    """solver.cg_max_iter below what the obstacle channel needs: ns_mac says so once (with
+    the residual and the option to raise) and its diagnostics show it; a budget that is
+    large enough gives no warning."""
+    problem, solver = make({"pressure": "cg", "cg_max_iter": 3}, obstacle=True, channel=True)
+    params, state = random_state(problem, 2)
+    with caplog.at_level(logging.WARNING, logger="pbdl.solvers.ns_mac"):
+        for _ in range(2):
+            state = solver(state, 0.5, params)
+    warnings = [r for r in caplog.records if "did not converge" in r.getMessage()]
+    assert len(warnings) == 1 and "cg_max_iter" in warnings[0].getMessage()
+    assert not bool(solver.last_info.converged.any())
+    assert solver.last_info.iterations.tolist() == [3, 3]
+    caplog.clear()
+    _, enough = make({"pressure": "cg", "cg_max_iter": 2000}, obstacle=True, channel=True)
+    with caplog.at_level(logging.WARNING, logger="pbdl.solvers.ns_mac"):
+        enough(random_state(problem, 2)[1], 0.5, params)
+    assert bool(enough.last_info.converged.all()) and not caplog.records
+
+
+def test_cfl_caps_the_substep_per_trajectory():
+    """solver.cfl: max(|u|, |v|) h / min(dx, dy) <= cfl in every substep, counted per
+    trajectory; without it (and without explicit diffusion) one substep per interval."""
+    problem, capped = make({"diffusion": "none", "cfl": 0.5})
+    _, free = make({"diffusion": "none"})
+    params = problem.sample_params(2, torch.Generator())
+    state = problem.initial_state(params, torch.Generator())
+    state[0, 0, 5, 5] = 3.0  # max speed 3 on unit cells: 1 * 3 / 0.5 = 6 substeps
+    state[1, 1, 4, 7] = -1.0  # max speed 1: 2 substeps
+    assert capped.num_substeps(state, 1.0, params).tolist() == [6, 2]
+    assert free.num_substeps(state, 1.0, params).tolist() == [1, 1]

@@ -7,9 +7,12 @@ import math
 
 import torch
 
+from pbdl_cli.numerics.diffusion import face_laplacian
+from pbdl_cli.numerics.geometry import Boundary
+from pbdl_cli.numerics.mac import MacGrid
+from pbdl_cli.numerics.pressure import PressureSystem, project
 from pbdl_cli.problems import PROBLEMS
 from pbdl_cli.solvers import SOLVERS
-from pbdl_cli.solvers.ns import Boundary, MacGrid, PressureSystem, face_laplacian, project
 
 
 def simulate(n: int, t_end: float, dt: float, nu: float = 0.1, **solver):

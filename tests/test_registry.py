@@ -106,7 +106,7 @@ def test_every_builtin_plugin_builds_from_its_defaults():
     for entry in PROBLEMS:
         problem = PROBLEMS.build({"name": entry.name})
         for solver in SOLVERS:
-            if not solver.obj.problems or entry.name in solver.obj.problems:
+            if solver.obj.supports(problem):
                 SOLVERS.build({"name": solver.name}, problem=problem)
 
 

@@ -169,7 +169,7 @@ def test_gradcheck_through_solver_steps(name, substeps, bc):
 
 
 def test_sl_fast_path_equals_general_interpolation():
-    from pbdl_cli.solvers.boundary import extend, pad_ghosts
+    from pbdl_cli.numerics.ghosts import extend, pad_ghosts
     from pbdl_cli.solvers.burgers_sl import sample_near, sample_periodic
 
     g = torch.Generator().manual_seed(1)

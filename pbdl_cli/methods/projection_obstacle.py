@@ -34,10 +34,10 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from pbdl_cli.problems.flow import Boundary, box_mask, sphere_mask
-from pbdl_cli.solvers.ns.advection import Scheme, advect_centred, advect_velocity
-from pbdl_cli.solvers.ns.mac import MacGrid
-from pbdl_cli.solvers.ns.pressure import PressureSystem, project
+from pbdl_cli.numerics.advection import Scheme, advect_centred, advect_velocity
+from pbdl_cli.numerics.geometry import Boundary, box_mask, sphere_mask
+from pbdl_cli.numerics.mac import MacGrid
+from pbdl_cli.numerics.pressure import PressureSystem, project
 
 #: the simulations of the batch, in order
 RUNS = ("nn", "exact", "free")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -45,6 +45,23 @@ class Observations:
 
     def __len__(self) -> int:
         return self.u.shape[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class BurnIn:
+    """A simulation between a problem's initial state and its first stored frame (e.g. a
+    wake that needs time to develop); ``pbdl generate`` runs it before the rollout.
+
+    Attributes:
+        steps: output intervals ``dt`` to simulate per trajectory, int64 [B].
+        solver: config of the solver that simulates them (``{"name": ..., <options>}``).
+        dtype: precision of the burn-in (None: the dataset's); frame 0 is its result in
+            the dataset's precision.
+    """
+
+    steps: Tensor
+    solver: dict[str, Any]
+    dtype: torch.dtype | None = None
 
 
 def check_time_grid(t_end: float, dt: float) -> None:
@@ -153,6 +170,13 @@ class Problem(ABC):
     @abstractmethod
     def initial_state(self, params: Params, generator: torch.Generator) -> Tensor:
         """Initial states for the trajectories of ``params``: [B, C, *spatial], float64, CPU."""
+
+    def burn_in(self, params: Params, generator: torch.Generator) -> BurnIn | None:
+        """The simulation from :meth:`initial_state` to frame 0 of the trajectories of
+        ``params``, or None (frame 0 is the initial state). ``generator`` is the one
+        :meth:`initial_state` just drew from (``pbdl generate`` passes the same object),
+        so random burn-in lengths continue its stream."""
+        return None
 
     def initial_function(self, x: Tensor, params: Params) -> Tensor:
         """The initial state at arbitrary points ``x`` [N, D] -> [N, C] (for PINNs).

@@ -1,146 +1,24 @@
 """Flow problems: what a 2D incompressible-flow problem tells its solver.
 
-The physics side of the MAC-grid flows of :mod:`pbdl_cli.solvers.ns`: the boundary
-conditions of the four sides (:class:`Boundary`), obstacles, forcing and sources
-(:class:`FlowSetup`), and the :class:`FlowProblem` protocol: a problem whose states are
-``[B, 2 + S, nx, ny]`` (``u`` on the left faces, ``v`` on the bottom faces, S
-cell-centred scalars) implements ``flow_setup(params) -> FlowSetup``. The ``ns_mac``
-solver calls it once per output interval with the trajectories' parameters, so
-boundaries, obstacles and forces may depend on them. Also: cell masks of discs and
-boxes, and the coarsening of a staggered state (``data.refine``).
-
-The MAC layout itself and the numerics are in :mod:`pbdl_cli.solvers.ns.mac`.
+A problem whose states are ``[B, 2 + S, nx, ny]`` (``u`` on the left faces, ``v`` on the
+bottom faces, S cell-centred scalars; the MAC layout of :mod:`pbdl_cli.numerics.mac`)
+implements the :class:`FlowProblem` protocol: ``flow_setup(params) -> FlowSetup``, its
+boundaries (:class:`~pbdl_cli.numerics.geometry.Boundary`), obstacles, forcing, sources
+and velocity regions. The ``ns_mac`` solver calls it once per output interval with the
+trajectories' parameters, so all of these may depend on them. Also: the coarsening of a
+staggered state (``data.refine``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import enum
-from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
 
+from pbdl_cli.numerics.geometry import Boundary, VelocityRegion
 from pbdl_cli.problems.base import Grid, Params
-
-
-class Kind(str, enum.Enum):
-    """Boundary condition of one side of the box."""
-
-    periodic = "periodic"
-    no_slip = "no_slip"
-    free_slip = "free_slip"
-    inflow = "inflow"
-    outflow = "outflow"
-
-
-@dataclasses.dataclass(frozen=True)
-class Side:
-    """One side: its kind and, for ``inflow``, the prescribed velocity ``(u, v)``."""
-
-    kind: Kind = Kind.no_slip
-    velocity: tuple[float, float] = (0.0, 0.0)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "kind", Kind(self.kind))
-
-
-@dataclasses.dataclass(frozen=True)
-class Boundary:
-    """Boundary conditions of the four sides; periodic sides come in pairs."""
-
-    x_lo: Side = Side()
-    x_hi: Side = Side()
-    y_lo: Side = Side()
-    y_hi: Side = Side()
-
-    def __post_init__(self) -> None:
-        for a, b in ((self.x_lo, self.x_hi), (self.y_lo, self.y_hi)):
-            if (a.kind is Kind.periodic) != (b.kind is Kind.periodic):
-                raise ValueError("periodic sides must come in pairs (x_lo with x_hi, ...)")
-
-    @classmethod
-    def periodic(cls) -> Boundary:
-        p = Side(Kind.periodic)
-        return cls(p, p, p, p)
-
-    @classmethod
-    def closed(cls, kind: Kind | str = Kind.no_slip) -> Boundary:
-        w = Side(Kind(kind))
-        return cls(w, w, w, w)
-
-    def side(self, axis: int, upper: bool) -> Side:
-        return ((self.x_lo, self.x_hi), (self.y_lo, self.y_hi))[axis][int(upper)]
-
-    @property
-    def periodic_axes(self) -> tuple[bool, bool]:
-        return (self.x_lo.kind is Kind.periodic, self.y_lo.kind is Kind.periodic)
-
-    @property
-    def has_outflow(self) -> bool:
-        return any(s.kind is Kind.outflow for s in (self.x_lo, self.x_hi, self.y_lo, self.y_hi))
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class VelocityRegion:
-    """Faces of the MAC grid whose velocity is prescribed: an axis-aligned box.
-
-    Every face whose position (u: left faces, v: bottom faces, see
-    :mod:`pbdl_cli.solvers.ns.mac`) lies in ``lower <= (x, y) <= upper`` (``None``:
-    unbounded on that side) is *fixed* like a wall or inflow face: it is set to its
-    component of ``velocity`` after advection and forces, diffusion leaves it alone (its
-    value is a neighbour of the free faces) and the projection keeps it (the pressure
-    sees it as a Neumann face). It therefore holds its value exactly at the end of every
-    substep, and acts as a volume source/sink of fluid for its neighbours (e.g. the
-    inflow strip of the Karman wake, PBDL book ch. 18: ``Box(y=(None, 5))`` with
-    velocity ``(0, 1)``). Obstacles take precedence (their faces stay 0).
-
-    Attributes:
-        lower, upper: box corners ``(x, y)``; ``None`` entries are unbounded.
-        velocity: ``(u, v)`` floats, or a tensor [2] or [B, 2] (per trajectory, may
-            require grad: gradients flow into it; the overwritten faces of the state get
-            zero gradient).
-    """
-
-    lower: tuple[float | None, float | None] = (None, None)
-    upper: tuple[float | None, float | None] = (None, None)
-    velocity: tuple[float, float] | Tensor = (0.0, 0.0)
-
-    def __post_init__(self) -> None:
-        if len(self.lower) != 2 or len(self.upper) != 2:
-            raise ValueError("VelocityRegion lower/upper must be (x, y) pairs")
-        for lo, hi in zip(self.lower, self.upper, strict=True):
-            if lo is not None and hi is not None and lo > hi:
-                raise ValueError(f"VelocityRegion: lower {self.lower} > upper {self.upper}")
-        v = self.velocity
-        if isinstance(v, Tensor):
-            if v.shape[-1:] != (2,) or v.dim() > 2:
-                raise ValueError("VelocityRegion.velocity tensor must be [2] or [B, 2]")
-        elif len(v) != 2:
-            raise ValueError("VelocityRegion.velocity must be (u, v)")
-
-    @property
-    def geometry(self) -> tuple[tuple[float | None, ...], tuple[float | None, ...]]:
-        """What decides which faces are fixed (a hashable key; the velocity does not)."""
-        return (tuple(self.lower), tuple(self.upper))
-
-    def contains(self, x: Tensor, y: Tensor) -> Tensor:
-        """Bool mask of the points (x, y) inside the box (bounds included)."""
-        inside = torch.ones_like(x, dtype=torch.bool)
-        for coord, lo, hi in ((x, self.lower[0], self.upper[0]), (y, self.lower[1], self.upper[1])):
-            if lo is not None:
-                inside = inside & (coord >= lo)
-            if hi is not None:
-                inside = inside & (coord <= hi)
-        return inside
-
-    def component(self, axis: int, *, device: torch.device, dtype: torch.dtype) -> Tensor:
-        """Velocity component ``axis`` as [B or 1, 1, 1]."""
-        v = self.velocity
-        if isinstance(v, Tensor):
-            return v.to(device=device, dtype=dtype).reshape(-1, 2)[:, axis].view(-1, 1, 1)
-        return torch.full((1, 1, 1), float(v[axis]), device=device, dtype=dtype)
 
 
 @dataclasses.dataclass
@@ -182,42 +60,6 @@ class FlowProblem(Protocol):
     def grid(self) -> Grid: ...
 
     def flow_setup(self, params: Params) -> FlowSetup: ...
-
-
-# -- obstacle masks ---------------------------------------------------------------------
-def _cell_centres(
-    shape: Sequence[int], lower: Sequence[float], upper: Sequence[float]
-) -> tuple[Tensor, Tensor]:
-    axes = [
-        lo + (torch.arange(n, dtype=torch.float64) + 0.5) * (hi - lo) / n
-        for n, lo, hi in zip(shape, lower, upper, strict=True)
-    ]
-    return torch.meshgrid(*axes, indexing="ij")
-
-
-def sphere_mask(
-    shape: Sequence[int],
-    lower: Sequence[float],
-    upper: Sequence[float],
-    centre: Sequence[float],
-    radius: float,
-) -> Tensor:
-    """Cells whose centre lies inside the disc: bool [1, nx, ny]."""
-    x, y = _cell_centres(shape, lower, upper)
-    return (((x - centre[0]) ** 2 + (y - centre[1]) ** 2) <= radius**2)[None]
-
-
-def box_mask(
-    shape: Sequence[int],
-    lower: Sequence[float],
-    upper: Sequence[float],
-    box_lower: Sequence[float],
-    box_upper: Sequence[float],
-) -> Tensor:
-    """Cells whose centre lies inside the axis-aligned box: bool [1, nx, ny]."""
-    x, y = _cell_centres(shape, lower, upper)
-    inside = (x >= box_lower[0]) & (x <= box_upper[0]) & (y >= box_lower[1]) & (y <= box_upper[1])
-    return inside[None]
 
 
 def coarsen_state(state: Tensor, factor: int) -> Tensor:

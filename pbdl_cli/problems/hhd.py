@@ -15,7 +15,7 @@ operators: fixed, seeded random divergent fields for training and testing, the d
 divergence and gradient, the loss above per sample, and the exact FFT projection (the
 "solver" the network is compared with).
 
-States are ``[B, 2, n, n]`` in the staggered layout of :mod:`pbdl_cli.solvers.ns.mac`:
+States are ``[B, 2, n, n]`` in the staggered layout of :mod:`pbdl_cli.numerics.mac`:
 channel 0 = ``u`` on the left faces, channel 1 = ``v`` on the bottom faces, periodic in
 x and y, on the box [0, size]^2 (``size = n`` by default: dx = 1, as in the book).
 
@@ -46,6 +46,9 @@ import torch
 from torch import Tensor
 
 from pbdl_cli.errors import PbdlError
+from pbdl_cli.numerics.geometry import Boundary
+from pbdl_cli.numerics.mac import MacGrid
+from pbdl_cli.numerics.pressure import PressureSystem
 from pbdl_cli.problems.base import PROBLEMS, Grid, Params, Problem
 from pbdl_cli.registry import PluginConfig
 from pbdl_cli.utils.seeding import generator
@@ -135,7 +138,7 @@ class HelmholtzHodge(Problem):
     def __init__(self, config: HHDConfig) -> None:
         super().__init__(config)
         self._fields: dict[str, Tensor] = {}
-        self._macs: dict[tuple[torch.device, torch.dtype], object] = {}
+        self._macs: dict[tuple[torch.device, torch.dtype], MacGrid] = {}
 
     # -- geometry -------------------------------------------------------------------------
     @property
@@ -188,11 +191,10 @@ class HelmholtzHodge(Problem):
         return self._fields[split]
 
     # -- operators ------------------------------------------------------------------------
-    def mac(self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float64):
-        """The periodic :class:`~pbdl_cli.solvers.ns.mac.MacGrid` of this box."""
-        from pbdl_cli.problems.flow import Boundary
-        from pbdl_cli.solvers.ns.mac import MacGrid
-
+    def mac(
+        self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float64
+    ) -> MacGrid:
+        """The periodic :class:`~pbdl_cli.numerics.mac.MacGrid` of this box."""
         key = (torch.device(device), dtype)
         if key not in self._macs:
             n, size = self.config.n, self.size
@@ -224,8 +226,6 @@ class HelmholtzHodge(Problem):
 
     def solve_pressure(self, state: Tensor) -> Tensor:
         """The exact pressure of the projection, L p = div u~ (zero mean, FFT): [B, n, n]."""
-        from pbdl_cli.solvers.ns.pressure import PressureSystem
-
         system = PressureSystem(self.mac(state.device, state.dtype), "fft")
         return system.solve(self.divergence(state))
 

@@ -22,14 +22,15 @@ the same equations. Re is the trajectory parameter (``re`` or per trajectory fro
 ``re_range``, log-uniform or uniform); the solver gets nu from :meth:`Karman.viscosity`.
 
 Initial state: the wake needs time to develop, so the data do not start from the
-initial condition. ``initial_state`` starts from the uniform inflow velocity in the fluid
-plus a small random transverse bump behind the cylinder (amplitude ``perturbation``
-times a random factor in [-1, 1]: it breaks the symmetry, so shedding starts early and
-with a trajectory-dependent phase) and simulates a **burn-in** of ``warmup`` time
-units (plus a random whole number of steps in [0, ``warmup_jitter``]) with the book's
-scheme (semi-Lagrangian, explicit diffusion, ``warmup_substeps`` substeps per dt, times
-the refinement factor on a ``refined`` problem) at the problem's own resolution. Frame 0
-is the state after the burn-in; the stored frames span ``t_end`` after it.
+initial condition. ``initial_state`` is the uniform inflow velocity in the fluid plus a
+small random transverse bump behind the cylinder (amplitude ``perturbation`` times a
+random factor in [-1, 1]: it breaks the symmetry, so shedding starts early and with a
+trajectory-dependent phase); ``burn_in`` describes the simulation that ``pbdl generate``
+runs from it before frame 0: ``warmup`` time units (plus a random whole number of steps
+in [0, ``warmup_jitter``]) with the book's scheme (semi-Lagrangian, explicit diffusion,
+``warmup_substeps`` substeps per dt, times the refinement factor on a ``refined``
+problem) at the problem's own resolution. Frame 0 is the state after the burn-in; the
+stored frames span ``t_end`` after it.
 """
 
 from __future__ import annotations
@@ -41,16 +42,9 @@ import math
 import torch
 from torch import Tensor
 
-from pbdl_cli.problems.base import PROBLEMS, Grid, Params, Problem
-from pbdl_cli.problems.flow import (
-    Boundary,
-    FlowSetup,
-    Side,
-    VelocityRegion,
-    box_mask,
-    coarsen_state,
-    sphere_mask,
-)
+from pbdl_cli.numerics.geometry import Boundary, Side, VelocityRegion, box_mask, sphere_mask
+from pbdl_cli.problems.base import PROBLEMS, BurnIn, Grid, Params, Problem
+from pbdl_cli.problems.flow import FlowSetup, coarsen_state
 from pbdl_cli.registry import PluginConfig
 
 #: the book's viscosity mapping: nu = dt res^2 RE_FAC_SOL / Re with dt = 1, res = 32
@@ -221,9 +215,9 @@ class Karman(Problem):
             re = lo + (hi - lo) * u
         return {"re": re}
 
-    def start_state(self, params: Params, generator: torch.Generator) -> Tensor:
-        """The state before the burn-in: uniform inflow velocity in the fluid plus a
-        random transverse bump behind the cylinder; [B, C, nx, ny] float64."""
+    def initial_state(self, params: Params, generator: torch.Generator) -> Tensor:
+        """The state before the burn-in (:meth:`burn_in`): uniform inflow velocity in the
+        fluid plus a random transverse bump behind the cylinder; [B, C, nx, ny] float64."""
         c, g = self.config, self.grid
         batch = params["re"].shape[0]
         state = torch.zeros(batch, len(self.fields), *g.shape, dtype=torch.float64)
@@ -242,36 +236,23 @@ class Karman(Problem):
         state[:, 1] = state[:, 1].masked_fill(solid | solid.roll(1, 1), 0.0)
         return state
 
-    def initial_state(self, params: Params, generator: torch.Generator) -> Tensor:
-        """The state after the burn-in (see the module docstring): [B, C, nx, ny]."""
+    def burn_in(self, params: Params, generator: torch.Generator) -> BurnIn | None:
+        """``warmup / dt`` steps plus a random whole number in [0, ``warmup_jitter``] per
+        trajectory, with the book's scheme (``ns_mac``, semi-Lagrangian, explicit
+        diffusion, exact ``direct`` pressure solve, ``warmup_substeps`` times the
+        refinement factor substeps per dt) in single precision."""
         c = self.config
-        state = self.start_state(params, generator)
         base = round(c.warmup / c.dt)
-        jitter = torch.randint(0, c.warmup_jitter + 1, (state.shape[0],), generator=generator)
+        batch = params["re"].shape[0]
+        jitter = torch.randint(0, c.warmup_jitter + 1, (batch,), generator=generator)
         if base == 0 and c.warmup_jitter == 0:
-            return state
-        from pbdl_cli.solvers.base import SOLVERS
-
-        solver = SOLVERS.build(self.warmup_solver_config(), problem=self)
-        out = []
-        for b in range(state.shape[0]):  # the jitter differs per trajectory
-            s = state[b : b + 1].float()
-            p = {k: v[b : b + 1].float() for k, v in params.items()}
-            with torch.no_grad():
-                for _ in range(base + int(jitter[b])):
-                    s = solver(s, c.dt, p)
-            out.append(s.double())
-        return torch.cat(out)
-
-    def warmup_solver_config(self) -> dict:
-        """The burn-in solver: the book's scheme (``ns_mac``, semi-Lagrangian, explicit
-        diffusion, exact ``direct`` pressure solve), ``warmup_substeps`` times the
-        refinement factor substeps per dt."""
-        return {
+            return None
+        solver = {
             "name": "ns_mac",
             "advection": "semi_lagrangian",
             "scalar_advection": "semi_lagrangian",
             "diffusion": "explicit",
             "pressure": "direct",
-            "substeps": self.config.warmup_substeps * self.refine,
+            "substeps": c.warmup_substeps * self.refine,
         }
+        return BurnIn(steps=base + jitter, solver=solver, dtype=torch.float32)

@@ -13,7 +13,7 @@ for the book's default, which gives the book's mean marker 0.008125 after one st
 Buoyancy pushes the fluid up with ``xi s``.
 
 Fields ``u``, ``v`` (staggered: u on the left faces, v on the bottom faces, see
-:mod:`pbdl_cli.solvers.ns.mac`) and ``marker``; the initial state is at rest and empty.
+:mod:`pbdl_cli.numerics.mac`) and ``marker``; the initial state is at rest and empty.
 
 **Inflow semantics.** The book adds ``INFLOW`` once per step (not ``dt * INFLOW``):
 ``smoke = advect(smoke) + INFLOW``. ``ns_mac`` adds ``h * rate`` every substep h, so the
@@ -39,8 +39,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from pbdl_cli.numerics.geometry import Boundary, Kind
 from pbdl_cli.problems.base import PROBLEMS, Grid, Params, Problem, check_time_grid
-from pbdl_cli.problems.flow import Boundary, FlowSetup, Kind, coarsen_state
+from pbdl_cli.problems.flow import FlowSetup, coarsen_state
 from pbdl_cli.registry import PluginConfig
 
 

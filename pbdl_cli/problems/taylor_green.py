@@ -9,7 +9,7 @@
 an exact solution of the Navier-Stokes equations: the advection term is a gradient
 that the pressure balances, so the vortex only decays, its kinetic energy as
 exp(-4 nu t). States are ``[B, 2, n, n]`` in the staggered layout of
-:mod:`pbdl_cli.solvers.ns.mac`: ``u`` sampled exactly at the left faces
+:mod:`pbdl_cli.numerics.mac`: ``u`` sampled exactly at the left faces
 (x = i dx, y = (j + 1/2) dy) and ``v`` at the bottom faces (x = (i + 1/2) dx, y = j dy).
 ``reference`` returns the exact solution on the same faces for every output time.
 """
@@ -22,8 +22,9 @@ import math
 import torch
 from torch import Tensor
 
+from pbdl_cli.numerics.geometry import Boundary
 from pbdl_cli.problems.base import PROBLEMS, Grid, Params, Problem, check_time_grid
-from pbdl_cli.problems.flow import Boundary, FlowSetup, coarsen_state
+from pbdl_cli.problems.flow import FlowSetup, coarsen_state
 from pbdl_cli.registry import PluginConfig
 
 

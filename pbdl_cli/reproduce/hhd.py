@@ -59,7 +59,7 @@ NOTES = """
   measured over all 100 training fields after the last step (as the book prints it).
   Training: Adam 5e-3, 15 epochs x 10 batches of 10 fields in a fixed order, float32.
 - **Solver.** The exact projection is the FFT solve of the 5-point Laplacian
-  (`pbdl_cli.solvers.ns.pressure`, method `fft`): its divergence is at round-off.
+  (`pbdl_cli.numerics.pressure`, method `fft`): its divergence is at round-off.
 - **Pressure.** The NN pressure matches the solver's up to a constant (on a periodic
   box a divergence-free correction only fixes p up to one); the figure shows both with
   their means removed and prints the NN's offset.

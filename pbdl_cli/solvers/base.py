@@ -47,18 +47,32 @@ class Solver(ABC):
     """Numerics for one problem family; see the module docstring."""
 
     Config: ClassVar[type[SolverConfig]]
-    #: names of the problems this solver can integrate (checked when it is built)
+    #: names of the problems this solver can integrate (empty: any; see :meth:`supports`)
     problems: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: SolverConfig, problem: Problem) -> None:
-        if self.problems and problem.name not in self.problems:
+        if not self.supports(problem):
             raise PbdlError(
                 f"solver '{config.name}' cannot solve problem '{problem.name}'; "
-                f"it supports: {', '.join(self.problems)}"
+                f"it supports: {self.supported()}"
             )
         self.config = config
         self.problem = problem
         self.grid = problem.grid
+
+    @classmethod
+    def supports(cls, problem: Problem) -> bool:
+        """Whether this solver can integrate ``problem`` (checked when it is built).
+
+        By default, whether the problem's name is in :attr:`problems` (any problem when
+        that is empty); a solver for a family of problems checks their structure instead.
+        """
+        return not cls.problems or problem.name in cls.problems
+
+    @classmethod
+    def supported(cls) -> str:
+        """What :meth:`supports` accepts, in words (for the error when it does not)."""
+        return ", ".join(cls.problems) if cls.problems else "any problem"
 
     # -- the scheme: two small hooks -----------------------------------------------------
     @abstractmethod

@@ -9,7 +9,7 @@ One substep of size h on cell-centred values u_i [B, 1, N]:
 This is the scheme PhiFlow runs for ``diffuse.explicit(v, NU, DT)`` followed by
 ``advect.semi_lagrangian(v, v, DT)`` on a periodic ``CenteredGrid``; with one substep per
 output interval (``solver.substeps=1``) it reproduces the book's numbers. Dirichlet walls
-use the odd reflection (u = 0 on the wall faces), see :mod:`pbdl_cli.solvers.boundary`.
+use the odd reflection (u = 0 on the wall faces), see :mod:`pbdl_cli.numerics.ghosts`.
 
 Stability: explicit diffusion needs nu h / dx^2 <= 1/2 (``diffusion_number``); the
 semi-Lagrangian step is stable for any Courant number, which ``cfl`` can still cap for
@@ -24,9 +24,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from pbdl_cli.numerics.ghosts import extend, pad_ghosts
 from pbdl_cli.problems.base import Params, Problem
 from pbdl_cli.solvers.base import SOLVERS, Solver, SolverConfig
-from pbdl_cli.solvers.boundary import extend, pad_ghosts
 
 
 @dataclasses.dataclass

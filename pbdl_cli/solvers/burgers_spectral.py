@@ -28,9 +28,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from pbdl_cli.numerics.ghosts import extend
 from pbdl_cli.problems.base import Params, Problem
 from pbdl_cli.solvers.base import SOLVERS, Solver, SolverConfig
-from pbdl_cli.solvers.boundary import extend
 
 _CONTOUR_POINTS = 32
 #: above this cell Peclet number the solution is not resolved (measured: relative error

@@ -3,9 +3,9 @@
     u_t + (u . grad) u = -grad p + nu lap u + xi s e_y + g,    div u = 0,
     s_t + u . grad s = source,
 
-for any problem implementing :class:`~pbdl_cli.solvers.ns.setup.FlowProblem` (states
+for any problem implementing :class:`~pbdl_cli.problems.flow.FlowProblem` (states
 ``[B, 2 + S, nx, ny]``: u on left faces, v on bottom faces, S cell-centred scalars; see
-:mod:`pbdl_cli.solvers.ns.mac`). One substep of size h (operator splitting, first order
+:mod:`pbdl_cli.numerics.mac`). One substep of size h (operator splitting, first order
 in time, as PhiFlow's smoke and Karman examples of the PBDL book, ch. 3.7 and 18):
 
 1. advect the scalars (semi-Lagrangian or MacCormack), add ``h * source``;
@@ -32,13 +32,13 @@ import torch
 from torch import Tensor
 
 from pbdl_cli.errors import PbdlError
+from pbdl_cli.numerics.advection import Scheme, advect_centred, advect_velocity, max_speed
+from pbdl_cli.numerics.diffusion import diffuse_explicit, diffuse_implicit
+from pbdl_cli.numerics.mac import MacGrid
+from pbdl_cli.numerics.pressure import PressureMethod, PressureSystem, SolveInfo, project
 from pbdl_cli.problems.base import Params, Problem
 from pbdl_cli.problems.flow import FlowProblem, FlowSetup
 from pbdl_cli.solvers.base import SOLVERS, Solver, SolverConfig
-from pbdl_cli.solvers.ns.advection import Scheme, advect_centred, advect_velocity, max_speed
-from pbdl_cli.solvers.ns.diffusion import diffuse_explicit, diffuse_implicit
-from pbdl_cli.solvers.ns.mac import MacGrid
-from pbdl_cli.solvers.ns.pressure import PressureMethod, PressureSystem, SolveInfo, project
 
 log = logging.getLogger("pbdl.solvers.ns_mac")
 
@@ -91,19 +91,6 @@ class NsMacConfig(SolverConfig):
             raise ValueError("cg_max_iter must be >= 1")
 
 
-class _FlowProblemNames:
-    """``NsMac.problems``: on the class, every registered problem that has
-    ``flow_setup``; on an instance, ``()``: the constructor checks the problem's
-    structure instead, so unregistered flow problems (tests, user code) work too."""
-
-    def __get__(self, obj: Any, owner: type) -> tuple[str, ...]:
-        if obj is not None:
-            return ()
-        from pbdl_cli.problems.base import PROBLEMS
-
-        return tuple(e.name for e in PROBLEMS if callable(getattr(e.obj, "flow_setup", None)))
-
-
 @dataclasses.dataclass
 class _Context:
     """What the substeps of one output interval share."""
@@ -123,17 +110,25 @@ class NsMac(Solver):
 
     Config = NsMacConfig
     config: NsMacConfig
-    problems = _FlowProblemNames()  # type: ignore[assignment]
+
+    @classmethod
+    def supports(cls, problem: Problem) -> bool:
+        """Flow problems (:class:`FlowProblem`) on a 2D grid with fields u, v first."""
+        return (
+            isinstance(problem, FlowProblem)
+            and problem.grid.num_spatial_dims == 2
+            and tuple(problem.fields[:2]) == ("u", "v")
+        )
+
+    @classmethod
+    def supported(cls) -> str:
+        return (
+            "2D flow problems, with fields u, v first and a flow_setup(params) method "
+            "(the FlowProblem protocol of pbdl_cli.problems.flow), e.g. problem=taylor_green"
+        )
 
     def __init__(self, config: NsMacConfig, problem: Problem) -> None:
-        if not isinstance(problem, FlowProblem):
-            raise PbdlError(
-                f"solver '{config.name}' cannot solve problem '{problem.name}' (it has no "
-                f"flow_setup); it supports: {', '.join(type(self).problems)}"
-            )
         super().__init__(config, problem)
-        if self.grid.num_spatial_dims != 2 or tuple(problem.fields[:2]) != ("u", "v"):
-            raise PbdlError(f"ns_mac needs a 2D problem with fields u, v first ({problem.name})")
         self.dx, self.dy = self.grid.spacing
         self.scalars = tuple(problem.fields[2:])
         #: diagnostics of the last pressure solve (iterations, residual, divergence)

@@ -3,8 +3,9 @@
 For each split (train, val, test) the stage draws the parameters of all trajectories
 from the split's own seed, draws each initial state from a seed derived from
 ``(seed, split, index)`` — so the data do not depend on ``data.batch_size`` or the
-device — rolls them out in batches on the chosen device, and streams each batch to
-``<root>/<problem>/<name>.partial-<pid>/<split>.h5.partial``. Only when every split is
+device — runs the problem's burn-in from them where it has one (:meth:`Problem.burn_in`,
+one trajectory at a time), rolls them out in batches on the chosen device, and streams
+each batch to ``<root>/<problem>/<name>.partial-<pid>/<split>.h5.partial``. Only when every split is
 complete is the directory renamed to ``<root>/<problem>/<name>``: an interrupted run
 never leaves anything that looks complete, and an existing dataset is replaced only
 with ``overwrite=true``.
@@ -20,6 +21,7 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,7 @@ from pbdl_cli.config import Precision, to_container, to_schema, to_yaml
 from pbdl_cli.console import console
 from pbdl_cli.errors import PbdlError
 from pbdl_cli.problems import PROBLEMS, Problem
+from pbdl_cli.problems.base import BurnIn, Params
 from pbdl_cli.solvers import NO_SOLVER, SOLVERS, Solver, rollout
 from pbdl_cli.stages.base import STAGES, Stage
 from pbdl_cli.utils.device import resolve_device, resolve_dtype
@@ -251,6 +254,7 @@ def write_split(s: GenerateSettings, split: str, count: int, path: Path, yaml: s
         attrs |= {"refine": refine, "simulated_shape": list(s.simulated.grid.shape)}
     frame = (1, *problem.grid.shape)  # one dataset per channel: /fields/<channel name>
     batch = s.config.data.batch_size
+    burn_in_solvers: dict[str, Solver] = {}
     with (
         TrajectoryWriter(
             path,
@@ -273,29 +277,33 @@ def write_split(s: GenerateSettings, split: str, count: int, path: Path, yaml: s
         for begin in range(0, count, batch):
             index = range(begin, min(begin + batch, count))
             chunk = {k: v[index.start : index.stop] for k, v in params.items()}
-            u0 = torch.cat(
-                [
-                    s.simulated.initial_state(
-                        {k: v[i - begin : i - begin + 1] for k, v in chunk.items()},
-                        generator(split_seed, "initial", i),
-                    )
-                    for i in index
-                ]
-            )
+            u0, plan = _initial_states(s.simulated, split_seed, index, chunk)
+            # the bar moves with the trajectory steps taken: one per burn-in step (they
+            # run one trajectory at a time), len(index) per step of the batched rollout
+            burn_steps = 0 if plan is None else int(plan.steps.sum())
+            share = len(index) / (burn_steps + len(index) * problem.num_steps)
+
+            def advance(fraction: float = share) -> None:
+                bar.update(fraction)
+
+            u0 = u0.to(s.device)
+            if plan is not None:
+                key = repr(sorted(plan.solver.items()))
+                if key not in burn_in_solvers:
+                    burn_in_solvers[key] = SOLVERS.build(plan.solver, problem=s.simulated)
+                u0 = burn_in(burn_in_solvers[key], plan, u0, chunk, problem.dt, advance, s.dtype)
+            u0 = u0.to(s.dtype)
             if begin == 0:
                 _warn_if_all_alike(split, count, params, u0, problem)
             on_device = {k: v.to(s.device, s.dtype) for k, v in chunk.items()}
-            fraction = len(index) / problem.num_steps  # the bar moves every output step
 
-            def stepper(state: torch.Tensor, dt: float, p: dict, fraction: float = fraction):
+            def stepper(state: torch.Tensor, dt: float, p: dict, step: float = share * len(index)):
                 state = s.simulator(state, dt, p)
-                bar.update(fraction)
+                advance(step)
                 return state
 
             with torch.no_grad():
-                trajectories = rollout(
-                    stepper, u0.to(s.device, s.dtype), problem.num_steps, problem.dt, on_device
-                )
+                trajectories = rollout(stepper, u0, problem.num_steps, problem.dt, on_device)
             if refine > 1:
                 fine = trajectories.flatten(0, 1)  # [b T, C, *fine]
                 coarse = problem.coarsen(fine, refine)
@@ -308,6 +316,64 @@ def write_split(s: GenerateSettings, split: str, count: int, path: Path, yaml: s
             channels = trajectories.split(1, dim=2)  # [b, T, 1, *spatial] each
             writer.write(dict(zip(problem.fields, channels, strict=True)), chunk)
     return path
+
+
+def _initial_states(
+    problem: Problem, split_seed: int, index: range, params: Params
+) -> tuple[torch.Tensor, BurnIn | None]:
+    """The initial states [b, C, *spatial] of trajectories ``index`` (``params`` [b]),
+    each from its own seed, and their burn-in (None: frame 0 is the initial state)."""
+    states, plans = [], []
+    for j, i in enumerate(index):
+        one = {k: v[j : j + 1] for k, v in params.items()}
+        g = generator(split_seed, "initial", i)
+        states.append(problem.initial_state(one, g))
+        plans.append(problem.burn_in(one, g))  # continues the same stream
+    if all(p is None for p in plans):
+        return torch.cat(states), None
+    first = plans[0]
+    if first is None or any(
+        p is None or p.solver != first.solver or p.dtype != first.dtype for p in plans
+    ):
+        raise PbdlError(f"problem '{problem.name}': every trajectory needs the same burn-in solver")
+    steps = torch.cat([p.steps for p in plans])  # type: ignore[union-attr]
+    return torch.cat(states), dataclasses.replace(first, steps=steps)
+
+
+def burn_in(
+    solver: Solver,
+    plan: BurnIn,
+    state: torch.Tensor,
+    params: Params,
+    dt: float,
+    on_step: Callable[[], None],
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """Frame 0 of a batch: ``state`` [B, C, *spatial] after ``plan.steps`` [B] steps of
+    ``dt`` with ``solver``, in ``plan.dtype`` (else ``dtype``), on the state's device.
+
+    Trajectory by trajectory (a rollout each, ``on_step`` after every step): a batched
+    solve would round differently from a single one (the block-Cholesky pressure
+    sweeps' matrix products), so a trajectory's data would depend on its batch.
+    """
+    work = plan.dtype or dtype
+    state = state.to(work)
+    params = {k: v.to(state.device, work) for k, v in params.items()}
+
+    def stepper(x: torch.Tensor, dt: float, p: Params) -> torch.Tensor:
+        x = solver(x, dt, p)
+        on_step()
+        return x
+
+    out = []
+    with torch.no_grad():
+        for b, n in enumerate(plan.steps.tolist()):
+            x = state[b : b + 1]
+            if n > 0:
+                p = {k: v[b : b + 1] for k, v in params.items()}
+                x = rollout(stepper, x, n, dt, p, every=n, include_init=False)[:, 0]
+            out.append(x)
+    return torch.cat(out)
 
 
 def _warn_if_all_alike(

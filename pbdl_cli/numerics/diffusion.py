@@ -7,7 +7,7 @@ values of :meth:`MacGrid.pad_faces` (walls, inflow, outflow, periodic wrap); fix
 * explicit (forward Euler): u += nu dt lap u, stable for nu dt (1/dx^2 + 1/dy^2) <= 1/2;
 * implicit (backward Euler): (I - nu dt lap) u^{n+1} = u^n on the free faces, with the
   fixed faces and inhomogeneous ghosts moved to the right-hand side. The operator is SPD,
-  solved by :func:`pbdl_cli.solvers.ns.pressure.pcg`; its gradient is the adjoint solve
+  solved by :func:`pbdl_cli.numerics.pressure.pcg`; its gradient is the adjoint solve
   of the same system (:class:`SymmetricSolve`). ``nu`` gets no gradient through it.
 """
 
@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from pbdl_cli.solvers.ns.mac import MacGrid
-from pbdl_cli.solvers.ns.pressure import SolveInfo, SymmetricSolve, pcg
+from pbdl_cli.numerics.mac import MacGrid
+from pbdl_cli.numerics.pressure import SolveInfo, SymmetricSolve, pcg
 
 
 def face_laplacian(mac: MacGrid, f: Tensor, axis: int, *, homogeneous: bool = False) -> Tensor:

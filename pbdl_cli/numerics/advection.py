@@ -17,7 +17,7 @@ and max of the four values the forward step interpolated from, so no new extrema
 Cell-centred scalars use the velocity interpolated to the centres; each velocity
 component is advected on its own faces by the velocity sampled there (self-advection).
 Shapes: scalars [B, nx, ny]; velocity components in unique-face form (see
-:mod:`pbdl_cli.solvers.ns.mac`); ``dt`` a float or [B] tensor.
+:mod:`pbdl_cli.numerics.mac`); ``dt`` a float or [B] tensor.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from pbdl_cli.solvers.ns.mac import MacGrid
+from pbdl_cli.numerics.mac import MacGrid
 
 Sampler = Callable[..., Tensor | tuple[Tensor, Tensor, Tensor]]
 

@@ -24,7 +24,7 @@ Obstacles are a cell mask ``solid`` [B or 1, nx, ny] (True = solid). Every face 
 a solid cell is *fixed* at zero normal velocity; free faces next to it see the zero as
 a neighbour (a first-order no-slip treatment).
 
-Velocity regions (:class:`~pbdl_cli.problems.flow.VelocityRegion`, e.g. an inflow strip)
+Velocity regions (:class:`~pbdl_cli.numerics.geometry.VelocityRegion`, e.g. an inflow strip)
 fix every face whose position lies in their box at the region's velocity component, in
 the same way: boundary sides first, then the regions in order, then obstacles (zero).
 """
@@ -36,7 +36,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from pbdl_cli.problems.flow import Boundary, Kind, VelocityRegion
+from pbdl_cli.numerics.geometry import Boundary, Kind, VelocityRegion
 
 _FIXED_KINDS = (Kind.no_slip, Kind.free_slip, Kind.inflow)
 

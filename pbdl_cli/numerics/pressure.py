@@ -37,7 +37,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from pbdl_cli.solvers.ns.mac import MacGrid
+from pbdl_cli.numerics.mac import MacGrid
 
 
 class PressureMethod(str, enum.Enum):
