@@ -12,18 +12,14 @@ import pytest
 import torch
 from rich.console import Console
 
-from pbdl_cli.data import (
-    SCHEMA_VERSION,
-    DatasetError,
-    TrajectoryWriter,
-    compute_checksum,
-    open_dataset,
-    read_info,
-    read_trajectories,
-    render_info,
-    verify_checksum,
-)
+from pbdl_cli.data import checksum
+from pbdl_cli.data.checksum import compute_checksum, verify_checksum
+from pbdl_cli.data.reader import open_dataset, read_trajectories
+from pbdl_cli.data.schema import SCHEMA_VERSION, DatasetError
+from pbdl_cli.data.summary import read_info
+from pbdl_cli.data.writer import TrajectoryWriter
 from pbdl_cli.errors import PbdlError
+from pbdl_cli.info import render_info
 
 N, T, C, S = 6, 5, 2, 16
 CONFIG = "problem:\n  name: burgers\n  nu: [0.01, 0.1]\nsolver:\n  name: spectral\n"
@@ -186,18 +182,16 @@ def test_checksum_independent_of_batching(tmp_path: Path) -> None:
 
 def test_checksum_reads_in_blocks(dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """With a tiny read budget verification slices below one trajectory, same result."""
-    from pbdl_cli.data import hdf5
-
     expected = compute_checksum(dataset)
     reads: list[int] = []
-    original = hdf5._iter_blocks
+    original = checksum.iter_blocks
 
     def small_blocks(ds: h5py.Dataset, budget: int = 0) -> Any:
         for block in original(ds, budget=64):
             reads.append(block.nbytes)
             yield block
 
-    monkeypatch.setattr(hdf5, "_iter_blocks", small_blocks)
+    monkeypatch.setattr(checksum, "iter_blocks", small_blocks)
     assert compute_checksum(dataset) == expected
     assert max(reads) <= 64
 
@@ -435,8 +429,11 @@ def test_inconsistent_shapes(dataset: Path, mutate: Any, match: str) -> None:
 
 def test_open_dataset_is_read_only(dataset: Path) -> None:
     with open_dataset(dataset) as f:
-        assert f.mode == "r"
-        assert f["fields/u"].shape == (N, T, C, S)
+        assert f.fields["u"].file.mode == "r"
+        assert f.fields["u"].shape == (N, T, C, S)
+        assert f.num_trajectories == N and f.num_times == T
+        assert list(f.params) == ["amp", "nu"] and list(f.coords) == ["t", "x"]
+        assert f.axes == ["x"] and f.config == CONFIG and f.attrs["seed"] == 1234
 
 
 # ---------------------------------------------------------------------------- render

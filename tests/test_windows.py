@@ -12,16 +12,16 @@ import numpy as np
 import pytest
 import torch
 
-from pbdl_cli.data import (
-    DatasetError,
+from pbdl_cli.data.reader import read_trajectories
+from pbdl_cli.data.schema import DatasetError
+from pbdl_cli.data.windows import (
     Normalization,
-    TrajectoryWriter,
     WindowDataset,
     compute_normalization,
     make_loader,
-    read_trajectories,
     windows_per_trajectory,
 )
+from pbdl_cli.data.writer import TrajectoryWriter
 
 N, T, S = 5, 7, 8
 

@@ -1,7 +1,7 @@
 """Training windows over a dataset split, normalization statistics and a seeded loader.
 
 A *window* is ``(history, future, params)`` cut from one trajectory of a split file
-(schema v1, see :mod:`pbdl_cli.data.hdf5`)::
+(schema v1, see :mod:`pbdl_cli.data.schema`)::
 
     history  float32 [k, C, *spatial]   frames i-k+1 .. i      (k = ``history``)
     future   float32 [n, C, *spatial]   frames i+1 .. i+n      (n = ``horizon``)
@@ -36,7 +36,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from pbdl_cli.data.hdf5 import DatasetError, open_dataset
+from pbdl_cli.data.reader import DatasetFile, corrupt, open_dataset
+from pbdl_cli.data.schema import DatasetError
 from pbdl_cli.utils.files import atomic_write_text
 from pbdl_cli.utils.seeding import generator
 
@@ -63,10 +64,6 @@ def windows_per_trajectory(num_times: int, history: int, horizon: int, stride: i
     """``floor((T - k - n) / stride) + 1`` if ``T >= k + n``, else 0."""
     span = history + horizon
     return (num_times - span) // stride + 1 if num_times >= span else 0
-
-
-def _unreadable(path: Path) -> DatasetError:
-    return DatasetError(f"{path} is corrupt: reading its contents failed (truncated or damaged)")
 
 
 def _check_positive(**values: int) -> None:
@@ -108,10 +105,10 @@ class _Layout:
 
 
 def _read_layout(
-    f: h5py.File, path: Path, fields: Sequence[str] | None
+    f: DatasetFile, path: Path, fields: Sequence[str] | None
 ) -> tuple[_Layout, np.ndarray]:
     """The layout of an open, validated file and its params as float32 [N, P]."""
-    stored = f["fields"]
+    stored = f.fields
     if fields is None:
         names = sorted(stored)
     else:
@@ -132,8 +129,8 @@ def _read_layout(
     ]
     param_names: list[str] = []
     columns: list[np.ndarray] = []
-    for name in sorted(f.get("params", {})):
-        ds = f["params"][name]
+    for name in sorted(f.params):
+        ds = f.params[name]
         values = np.asarray(ds[()], dtype=np.float32).reshape(n, -1)
         param_names += _entry_names(name, tuple(ds.shape[1:]))
         columns.append(values)
@@ -255,17 +252,17 @@ class WindowDataset(Dataset):
             try:
                 self._setup(f, trajectories, fields, in_memory, memory_budget)
             except (OSError, RuntimeError, KeyError) as e:
-                raise _unreadable(self.path) from e
+                raise corrupt(self.path) from e
         if normalization is not None:
             normalization.check_compatible(self.channel_names, self.param_names)
         self.normalization = normalization
-        self._file: h5py.File | None = None
+        self._file: DatasetFile | None = None
         self._file_pid: int | None = None
         self._datasets: list[tuple[h5py.Dataset, slice]] = []
 
     def _setup(
         self,
-        f: h5py.File,
+        f: DatasetFile,
         trajectories: Sequence[int] | np.ndarray | range | None,
         fields: Sequence[str] | None,
         in_memory: bool | Literal["auto"],
@@ -417,13 +414,13 @@ class WindowDataset(Dataset):
 
     # ------------------------------------------------------------------ storage
 
-    def _load(self, f: h5py.File) -> torch.Tensor:
+    def _load(self, f: DatasetFile) -> torch.Tensor:
         """The selected fields as one contiguous float32 tensor [M, T, C, *spatial]."""
         lay = self._layout
         idx = self.trajectories
         data = np.empty((idx.size, lay.num_times, *self.frame_shape), dtype=np.float32)
         for name, channels in lay.channel_slices():
-            ds = f["fields"][name]
+            ds = f.fields[name]
             per_traj = max(1, math.prod(ds.shape[1:]) * ds.dtype.itemsize)
             for pos, first, count in _runs(idx, max(1, _BLOCK_BYTES // per_traj)):
                 data[pos : pos + count, :, channels] = ds[first : first + count]
@@ -436,7 +433,7 @@ class WindowDataset(Dataset):
             # a handle inherited through fork is dropped, never used or closed here
             self._file = open_dataset(self.path)
             self._file_pid = os.getpid()
-            group = self._file["fields"]  # h5py lookups are slow: resolve them once
+            group = self._file.fields  # h5py lookups are slow: resolve them once
             self._datasets = [(group[name], c) for name, c in self._layout.channel_slices()]
         return self._datasets
 
@@ -451,7 +448,7 @@ class WindowDataset(Dataset):
                 for ds, channels in datasets:
                     out[b, :, channels] = ds[traj, s : s + span]
         except (OSError, RuntimeError, KeyError) as e:
-            raise _unreadable(self.path) from e
+            raise corrupt(self.path) from e
         return out
 
     def close(self) -> None:
@@ -690,11 +687,11 @@ def compute_normalization(
         try:
             return _normalization(f, path, fields, trajectories, block_bytes)
         except (OSError, RuntimeError, KeyError) as e:
-            raise _unreadable(path) from e
+            raise corrupt(path) from e
 
 
 def _normalization(
-    f: h5py.File,
+    f: DatasetFile,
     path: Path,
     fields: Sequence[str] | None,
     trajectories: Sequence[int] | np.ndarray | range | None,
@@ -707,7 +704,7 @@ def _normalization(
         raise DatasetError(f"{path}: no trajectories selected for normalization statistics")
     channel_stats: list[tuple[list[float], list[float], list[bool]]] = []
     for name in layout.fields:
-        ds = f["fields"][name]
+        ds = f.fields[name]
         moments = _Moments(int(ds.shape[2]))
         per_traj = max(1, math.prod(ds.shape[1:]) * 4)
         for _, first, count in _runs(np.sort(idx), max(1, block_bytes // per_traj)):
@@ -726,7 +723,7 @@ def _normalization(
     source = {
         "file": str(path),
         "trajectories": int(idx.size) if trajectories is None else idx.tolist(),
-        **{k: v.decode() if isinstance(v, bytes) else str(v) for k, v in attrs.items()},
+        **{k: str(v) for k, v in attrs.items()},
     }
     return Normalization(
         channels=layout.channel_names,

@@ -42,7 +42,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from pbdl_cli.data.hdf5 import open_dataset
+from pbdl_cli.data.reader import open_dataset
 from pbdl_cli.data.windows import (
     Normalization,
     WindowDataset,
@@ -219,8 +219,8 @@ def check_dataset_problem(path: Path, problem: Problem, may_differ: tuple[str, .
     problem plugin and settings (observation keys and keys ending with one of
     ``may_differ`` aside), grid, times and fields."""
     with open_dataset(path) as f:
-        attrs = dict(f.attrs)
-        fields = {name: tuple(ds.shape) for name, ds in f["fields"].items()}
+        attrs = f.attrs
+        fields = {name: tuple(ds.shape) for name, ds in f.fields.items()}
     name = str(attrs.get("problem", ""))
     if name != problem.name:
         raise PbdlError(
@@ -379,7 +379,7 @@ class GridMethod(Method):
         [B, k, C, *S], the rest [B, T - k, C, *S] and params [B, P] (float32, CPU)."""
         path = self.files[split]
         with open_dataset(path) as f:
-            total = next(iter(f["fields"].values())).shape[0]
+            total = f.num_trajectories
         windows = WindowDataset(
             path,
             history=self.history,
@@ -605,7 +605,7 @@ class GridMethod(Method):
         path = self.files["test"]
         with open_dataset(path) as f:
             refine = int(f.attrs.get("refine", 1))
-            text = f.attrs.get("config")
+            text = f.config
         if refine <= 1 or not isinstance(text, str):
             return None
         stored = OmegaConf.create(text)
@@ -734,7 +734,7 @@ def _synchronize(device: torch.device) -> None:
 def _read_params(path: Path) -> Params:
     """The physical parameters of every trajectory of a split, ``{name: [N, ...]}`` float64."""
     with open_dataset(path) as f:
-        group = f.get("params", {})
+        group = f.params
         return {name: torch.from_numpy(group[name][()]).double() for name in sorted(group)}
 
 
