@@ -166,8 +166,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the main process")
     args = ap.parse_args()
 
+    from pbdl_cli.data.loader import make_loader
+    from pbdl_cli.data.normalization import compute_normalization
     from pbdl_cli.data.summary import read_info
-    from pbdl_cli.data.windows import WindowDataset, compute_normalization, make_loader
+    from pbdl_cli.data.windows import WindowDataset
 
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()

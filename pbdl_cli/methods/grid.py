@@ -5,7 +5,7 @@ A method of this family owns a dataset directory ``method.data`` holding the spl
 ``train.h5``, ``val.h5`` (optional) and ``test.h5`` (schema v1). It trains on windows
 of the train split (:class:`~pbdl_cli.data.windows.WindowDataset`: k history frames, n
 future frames, the trajectory's parameters), normalizes with statistics of the train
-split (:class:`~pbdl_cli.data.windows.Normalization`, deterministic, so ``pbdl
+split (:class:`~pbdl_cli.data.normalization.Normalization`, deterministic, so ``pbdl
 evaluate`` rebuilds the same), validates by rolling out a few val trajectories and
 predicts by rolling out every test trajectory from its first k frames.
 
@@ -42,14 +42,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
+from pbdl_cli.data.loader import make_loader
+from pbdl_cli.data.normalization import Normalization, compute_normalization
 from pbdl_cli.data.reader import open_dataset
-from pbdl_cli.data.windows import (
-    Normalization,
-    WindowDataset,
-    compute_normalization,
-    make_loader,
-    windows_per_trajectory,
-)
+from pbdl_cli.data.windows import WindowDataset, windows_per_trajectory
 from pbdl_cli.errors import PbdlError
 from pbdl_cli.methods.base import Method
 from pbdl_cli.models.base import MODELS
