@@ -25,6 +25,7 @@ BLOCK_BYTES = 64 * 2**20
 
 
 def check_positive(**values: int) -> None:
+    """ValueError unless every value is an integer >= 1 (a bool is not one)."""
     for name, value in values.items():
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")

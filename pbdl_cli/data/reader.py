@@ -154,7 +154,7 @@ class DatasetFile:
         num_trajectories, num_times: N and T.
     """
 
-    def __init__(self, file: h5py.File, path: Path, num_trajectories: int, num_times: int):
+    def __init__(self, file: h5py.File, path: Path, num_trajectories: int, num_times: int) -> None:
         self._file = file
         self.path = path
         self.num_trajectories = num_trajectories
@@ -196,6 +196,7 @@ class DatasetFile:
         return datasets_of(self._file)
 
     def close(self) -> None:
+        """Closes the file; datasets taken from it cannot be read afterwards."""
         self._file.close()
 
     def __enter__(self) -> DatasetFile:
