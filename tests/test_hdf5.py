@@ -1,4 +1,5 @@
-"""The HDF5 dataset layer: writer, reader, checksum, validation and summary."""
+"""Dataset files: the writer, the validating reader, checksums and the summary
+(pbdl_cli.data.writer, .reader, .checksum, .summary)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from rich.console import Console
 
 from pbdl_cli.data import checksum
 from pbdl_cli.data.checksum import compute_checksum, verify_checksum
@@ -19,7 +19,6 @@ from pbdl_cli.data.schema import SCHEMA_VERSION, DatasetError
 from pbdl_cli.data.summary import read_info
 from pbdl_cli.data.writer import TrajectoryWriter
 from pbdl_cli.errors import PbdlError
-from pbdl_cli.info import render_info
 
 N, T, C, S = 6, 5, 2, 16
 CONFIG = "problem:\n  name: burgers\n  nu: [0.01, 0.1]\nsolver:\n  name: spectral\n"
@@ -434,27 +433,3 @@ def test_open_dataset_is_read_only(dataset: Path) -> None:
         assert f.num_trajectories == N and f.num_times == T
         assert list(f.params) == ["amp", "nu"] and list(f.coords) == ["t", "x"]
         assert f.axes == ["x"] and f.config == CONFIG and f.attrs["seed"] == 1234
-
-
-# ---------------------------------------------------------------------------- render
-
-
-def render_text(info: Any, **kwargs: Any) -> str:
-    console = Console(record=True, width=120)
-    console.print(render_info(info, **kwargs))
-    return console.export_text()
-
-
-def test_render_info(dataset: Path) -> None:
-    text = render_text(read_info(dataset))
-    assert "[6, 5, 2, 16]" in text and "[6, 2]" in text
-    assert "verified" in text and "MISMATCH" not in text
-    assert "6 trajectories × 5 times" in text
-    assert "burgers" in text and "1234" in text
-    assert "name: spectral" not in text  # config hidden by default
-    assert "name: spectral" in render_text(read_info(dataset), show_config=True)
-    assert "not verified" in render_text(read_info(dataset, verify=False))
-
-    with h5py.File(dataset, "r+") as f:
-        f["params/nu"][0] = -1.0
-    assert "MISMATCH" in render_text(read_info(dataset))
