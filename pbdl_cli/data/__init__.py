@@ -2,6 +2,7 @@
 
 ``schema`` (the HDF5 layout, version 1), ``writer`` (atomic streaming writer),
 ``reader`` (validating reader, :class:`~pbdl_cli.data.reader.DatasetFile`), ``checksum``,
-``summary`` (what ``pbdl info`` shows); ``windows`` (training windows), ``normalization``
-and ``loader`` (seeded batches). Only the last three import torch.
+``summary`` (what ``pbdl info`` shows); ``layout`` (channels and params of a split),
+``windows`` (training windows), ``normalization`` and ``loader`` (seeded batches). Only the
+last three import torch.
 """
