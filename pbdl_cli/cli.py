@@ -330,7 +330,8 @@ def info(
     config: bool = typer.Option(False, "--config", help="Also print the generating config."),
 ) -> None:
     """Summarize a dataset file: schema, shapes, attributes; verify its checksum."""
-    from pbdl_cli.data import print_info, read_info
+    from pbdl_cli.data.summary import read_info
+    from pbdl_cli.info import print_info
 
     summary = read_info(path, verify=verify)
     print_info(summary, console, show_config=config)

@@ -3,7 +3,7 @@
 On a Burgers dataset generated with ``pbdl generate`` (default 256 trajectories x 101
 frames x 256 cells, semi-Lagrangian solver, nu log-uniform in [0.005, 0.05]) it measures:
 
-* ``loader``: windows/s and MB/s of :func:`pbdl_cli.data.make_loader` for in-memory and
+* ``loader``: windows/s and MB/s of :func:`pbdl_cli.data.loader.make_loader` for in-memory and
   on-disk storage, 0/1/2 workers and batch 32/128: the median over ``--repeats`` full
   epochs over ``--subset`` trajectories after one warm-up epoch (which starts the workers);
   plus torch's plain per-item DataLoader (item calls + default collate) for comparison;
@@ -166,7 +166,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the main process")
     args = ap.parse_args()
 
-    from pbdl_cli.data import WindowDataset, compute_normalization, make_loader, read_info
+    from pbdl_cli.data.loader import make_loader
+    from pbdl_cli.data.normalization import compute_normalization
+    from pbdl_cli.data.summary import read_info
+    from pbdl_cli.data.windows import WindowDataset
 
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()

@@ -56,6 +56,34 @@ MUTANTS: list[Mutant] = [
         ["tests/test_trainer.py", "tests/test_grid_methods.py"],
         "resume does not restore numpy's random state",
     ),
+    # -- data --------------------------------------------------------------------------------
+    m(
+        "checksum-ignores-coords",
+        "data/checksum.py",
+        "    for path, dtype, shape, digest in sorted(entries, key=lambda e: e[0]):",
+        "    for path, dtype, shape, digest in sorted("
+        '(e for e in entries if not e[0].startswith("coords/")), key=lambda e: e[0]):',
+        ["tests/test_checksum.py"],
+        "a changed coordinate (times, cell centres) passes verification",
+    ),
+    m(
+        "checksum-ignores-dataset-header",
+        "data/checksum.py",
+        "        outer.update(dataset_header(path, dtype, shape))",
+        "        pass",
+        ["tests/test_checksum.py"],
+        "a renamed, retyped or reshaped dataset with the same bytes passes verification",
+    ),
+    m(
+        "checksum-first-field-only",
+        "data/checksum.py",
+        "    for path, dtype, shape, digest in sorted(entries, key=lambda e: e[0]):",
+        "    for path, dtype, shape, digest in sorted((e for e in entries if not "
+        'e[0].startswith("fields/") or e[0] == min(x[0] for x in entries '
+        'if x[0].startswith("fields/"))), key=lambda e: e[0]):',
+        ["tests/test_checksum.py"],
+        "every field but the first can change unnoticed",
+    ),
     # -- stages ----------------------------------------------------------------------------
     m(
         "generate-splits-share-a-seed",

@@ -13,7 +13,8 @@ import h5py
 import numpy as np
 import pytest
 
-from pbdl_cli.data import read_info, read_trajectories
+from pbdl_cli.data.reader import read_trajectories
+from pbdl_cli.data.summary import read_info
 from tests.conftest import cli_command, cli_env, run_cli
 
 #: varied trajectories, debug=smoke's counts (2 / 1 / 1), 32 cells, 3 frames

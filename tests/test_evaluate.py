@@ -16,7 +16,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from pbdl_cli.data import read_info, read_trajectories
+from pbdl_cli.data.reader import read_trajectories
+from pbdl_cli.data.summary import read_info
 from pbdl_cli.errors import PbdlError
 from pbdl_cli.evaluation import plots
 from pbdl_cli.evaluation.metrics import per_time, summarize

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from pbdl_cli import runner
-from pbdl_cli.data import read_trajectories
+from pbdl_cli.data.reader import read_trajectories
 
 
 def test_splits_are_independent_draws_and_the_seed_moves_them_all(workdir: Path, one_thread):

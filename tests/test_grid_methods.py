@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from pbdl_cli.data import Normalization, compute_normalization, read_trajectories
+from pbdl_cli.data.normalization import Normalization, compute_normalization
+from pbdl_cli.data.reader import read_trajectories
 from pbdl_cli.errors import PbdlError
 from pbdl_cli.methods import METHODS
 from pbdl_cli.methods.grid import GridMethod

@@ -1,4 +1,5 @@
-"""The HDF5 dataset layer: writer, reader, checksum, validation and summary."""
+"""Dataset files: the writer, the validating reader, checksums and the summary
+(pbdl_cli.data.writer, .reader, .checksum, .summary)."""
 
 from __future__ import annotations
 
@@ -10,19 +11,13 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from rich.console import Console
 
-from pbdl_cli.data import (
-    SCHEMA_VERSION,
-    DatasetError,
-    TrajectoryWriter,
-    compute_checksum,
-    open_dataset,
-    read_info,
-    read_trajectories,
-    render_info,
-    verify_checksum,
-)
+from pbdl_cli.data import checksum
+from pbdl_cli.data.checksum import compute_checksum, verify_checksum
+from pbdl_cli.data.reader import open_dataset, read_trajectories
+from pbdl_cli.data.schema import SCHEMA_VERSION, DatasetError
+from pbdl_cli.data.summary import read_info
+from pbdl_cli.data.writer import TrajectoryWriter
 from pbdl_cli.errors import PbdlError
 
 N, T, C, S = 6, 5, 2, 16
@@ -186,18 +181,16 @@ def test_checksum_independent_of_batching(tmp_path: Path) -> None:
 
 def test_checksum_reads_in_blocks(dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """With a tiny read budget verification slices below one trajectory, same result."""
-    from pbdl_cli.data import hdf5
-
     expected = compute_checksum(dataset)
     reads: list[int] = []
-    original = hdf5._iter_blocks
+    original = checksum.iter_blocks
 
     def small_blocks(ds: h5py.Dataset, budget: int = 0) -> Any:
         for block in original(ds, budget=64):
             reads.append(block.nbytes)
             yield block
 
-    monkeypatch.setattr(hdf5, "_iter_blocks", small_blocks)
+    monkeypatch.setattr(checksum, "iter_blocks", small_blocks)
     assert compute_checksum(dataset) == expected
     assert max(reads) <= 64
 
@@ -435,29 +428,8 @@ def test_inconsistent_shapes(dataset: Path, mutate: Any, match: str) -> None:
 
 def test_open_dataset_is_read_only(dataset: Path) -> None:
     with open_dataset(dataset) as f:
-        assert f.mode == "r"
-        assert f["fields/u"].shape == (N, T, C, S)
-
-
-# ---------------------------------------------------------------------------- render
-
-
-def render_text(info: Any, **kwargs: Any) -> str:
-    console = Console(record=True, width=120)
-    console.print(render_info(info, **kwargs))
-    return console.export_text()
-
-
-def test_render_info(dataset: Path) -> None:
-    text = render_text(read_info(dataset))
-    assert "[6, 5, 2, 16]" in text and "[6, 2]" in text
-    assert "verified" in text and "MISMATCH" not in text
-    assert "6 trajectories × 5 times" in text
-    assert "burgers" in text and "1234" in text
-    assert "name: spectral" not in text  # config hidden by default
-    assert "name: spectral" in render_text(read_info(dataset), show_config=True)
-    assert "not verified" in render_text(read_info(dataset, verify=False))
-
-    with h5py.File(dataset, "r+") as f:
-        f["params/nu"][0] = -1.0
-    assert "MISMATCH" in render_text(read_info(dataset))
+        assert f.fields["u"].file.mode == "r"
+        assert f.fields["u"].shape == (N, T, C, S)
+        assert f.num_trajectories == N and f.num_times == T
+        assert list(f.params) == ["amp", "nu"] and list(f.coords) == ["t", "x"]
+        assert f.axes == ["x"] and f.config == CONFIG and f.attrs["seed"] == 1234

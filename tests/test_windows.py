@@ -1,4 +1,5 @@
-"""Training windows, normalization statistics and the seeded loader (pbdl_cli.data.windows)."""
+"""Training windows, normalization statistics and the seeded loader (pbdl_cli.data.windows,
+.normalization, .loader)."""
 
 from __future__ import annotations
 
@@ -12,16 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from pbdl_cli.data import (
-    DatasetError,
-    Normalization,
-    TrajectoryWriter,
-    WindowDataset,
-    compute_normalization,
-    make_loader,
-    read_trajectories,
-    windows_per_trajectory,
-)
+from pbdl_cli.data.loader import make_loader
+from pbdl_cli.data.normalization import Normalization, compute_normalization
+from pbdl_cli.data.reader import read_trajectories
+from pbdl_cli.data.schema import DatasetError
+from pbdl_cli.data.windows import WindowDataset, windows_per_trajectory
+from pbdl_cli.data.writer import TrajectoryWriter
 
 N, T, S = 5, 7, 8
 
@@ -76,13 +73,13 @@ def frames(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.mark.parametrize(
-    ("t", "k", "n", "stride", "expected"),
-    [(7, 1, 1, 1, 6), (7, 3, 4, 1, 1), (7, 3, 4, 5, 1), (7, 4, 4, 1, 0), (7, 2, 1, 2, 3),
-     (8, 2, 1, 2, 3), (9, 2, 1, 2, 4), (1, 1, 1, 1, 0)],
+    ("t", "k", "n", "expected"),
+    [(7, 1, 1, 6), (7, 3, 4, 1), (7, 4, 4, 0), (7, 2, 1, 5), (8, 2, 1, 6), (9, 2, 1, 7),
+     (1, 1, 1, 0)],
 )  # fmt: skip
-def test_windows_per_trajectory(t: int, k: int, n: int, stride: int, expected: int) -> None:
-    assert windows_per_trajectory(t, k, n, stride) == expected
-    starts = range(0, t - k - n + 1, stride)  # every start whose window fits
+def test_windows_per_trajectory(t: int, k: int, n: int, expected: int) -> None:
+    assert windows_per_trajectory(t, k, n) == expected
+    starts = range(t - k - n + 1)  # every start whose window fits
     assert len(starts) == expected
 
 
@@ -105,8 +102,8 @@ def test_too_short_trajectories_raise(split: Path) -> None:
         WindowDataset(split, trajectories=[])
 
 
-@pytest.mark.parametrize("kwargs", [{"history": 0}, {"horizon": -1}, {"stride": 0},
-                                    {"history": 1.5}, {"in_memory": "yes"}])  # fmt: skip
+@pytest.mark.parametrize("kwargs", [{"history": 0}, {"horizon": -1}, {"history": 1.5},
+                                    {"horizon": True}, {"in_memory": "yes"}])  # fmt: skip
 def test_bad_arguments(split: Path, kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         WindowDataset(split, **kwargs)
@@ -114,14 +111,12 @@ def test_bad_arguments(split: Path, kwargs: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("in_memory", [True, False])
 def test_mapping_and_values_for_every_index(split: Path, in_memory: bool) -> None:
-    """With stride 2 and a reordered subset, every index maps to the enumerated window."""
+    """With a reordered subset, every index maps to the enumerated window."""
     x, p = frames(split)
-    k, n, stride, subset = 2, 1, 2, [3, 0, -1]
-    ds = WindowDataset(
-        split, history=k, horizon=n, stride=stride, trajectories=subset, in_memory=in_memory
-    )
-    expected = [(traj, s) for traj in (3, 0, N - 1) for s in range(0, T - k - n + 1, stride)]
-    assert len(ds) == len(expected) == 3 * 3
+    k, n, subset = 2, 1, [3, 0, -1]
+    ds = WindowDataset(split, history=k, horizon=n, trajectories=subset, in_memory=in_memory)
+    expected = [(traj, s) for traj in (3, 0, N - 1) for s in range(T - k - n + 1)]
+    assert len(ds) == len(expected) == 3 * 5
     traj, last = ds.locate(np.arange(len(ds)))
     assert traj.tolist() == [e[0] for e in expected]
     assert last.tolist() == [e[1] + k - 1 for e in expected]
@@ -306,10 +301,10 @@ def test_round_trip(split: Path) -> None:
 
 def test_normalized_windows(split: Path) -> None:
     norm = compute_normalization(split)
-    ds = WindowDataset(split, horizon=2, normalization=norm)
     raw = WindowDataset(split, horizon=2)
-    history, _, params = ds.get_batch(range(len(ds)))
     raw_history, _, raw_params = raw.get_batch(range(len(raw)))
+    norm.check_compatible(raw.channel_names, raw.param_names)
+    history, params = norm.normalize(raw_history), norm.normalize_params(raw_params)
     torch.testing.assert_close(norm.denormalize(history), raw_history, rtol=0, atol=1e-6)
     torch.testing.assert_close(norm.denormalize_params(params), raw_params, rtol=0, atol=1e-6)
     # over all frames of the file the channels are standardized
@@ -318,8 +313,9 @@ def test_normalized_windows(split: Path) -> None:
     torch.testing.assert_close(
         x.std(dim=(0, 1, 3), unbiased=False), torch.ones(3), atol=1e-5, rtol=0
     )
+    reordered = WindowDataset(split, fields=["v", "u"])
     with pytest.raises(ValueError, match="normalization is for channels"):
-        WindowDataset(split, fields=["v", "u"], normalization=norm)
+        norm.check_compatible(reordered.channel_names, reordered.param_names)
 
 
 def test_zero_std_guard(tmp_path: Path) -> None:
@@ -331,7 +327,8 @@ def test_zero_std_guard(tmp_path: Path) -> None:
     assert norm.constant == ("u[0]", "nu")
     assert norm.std[0] == 1.0 and norm.param_std[2] == 1.0
     assert norm.mean[0] == np.float32(0.3) and norm.param_mean[2] == np.float32(0.01)
-    history, _, params = WindowDataset(path, normalization=norm).get_batch(range(6))
+    raw_history, _, raw_params = WindowDataset(path).get_batch(range(6))
+    history, params = norm.normalize(raw_history), norm.normalize_params(raw_params)
     assert torch.all(history[:, :, 0] == 0) and torch.all(params[:, 2] == 0)
     assert torch.isfinite(history).all() and torch.isfinite(params).all()
 

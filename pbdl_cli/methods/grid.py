@@ -5,7 +5,7 @@ A method of this family owns a dataset directory ``method.data`` holding the spl
 ``train.h5``, ``val.h5`` (optional) and ``test.h5`` (schema v1). It trains on windows
 of the train split (:class:`~pbdl_cli.data.windows.WindowDataset`: k history frames, n
 future frames, the trajectory's parameters), normalizes with statistics of the train
-split (:class:`~pbdl_cli.data.windows.Normalization`, deterministic, so ``pbdl
+split (:class:`~pbdl_cli.data.normalization.Normalization`, deterministic, so ``pbdl
 evaluate`` rebuilds the same), validates by rolling out a few val trajectories and
 predicts by rolling out every test trajectory from its first k frames.
 
@@ -42,14 +42,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from pbdl_cli.data.hdf5 import open_dataset
-from pbdl_cli.data.windows import (
-    Normalization,
-    WindowDataset,
-    compute_normalization,
-    make_loader,
-    windows_per_trajectory,
-)
+from pbdl_cli.data.loader import make_loader
+from pbdl_cli.data.normalization import Normalization, compute_normalization
+from pbdl_cli.data.reader import open_dataset
+from pbdl_cli.data.windows import WindowDataset, windows_per_trajectory
 from pbdl_cli.errors import PbdlError
 from pbdl_cli.methods.base import Method
 from pbdl_cli.models.base import MODELS
@@ -219,8 +215,8 @@ def check_dataset_problem(path: Path, problem: Problem, may_differ: tuple[str, .
     problem plugin and settings (observation keys and keys ending with one of
     ``may_differ`` aside), grid, times and fields."""
     with open_dataset(path) as f:
-        attrs = dict(f.attrs)
-        fields = {name: tuple(ds.shape) for name, ds in f["fields"].items()}
+        attrs = f.attrs
+        fields = {name: tuple(ds.shape) for name, ds in f.fields.items()}
     name = str(attrs.get("problem", ""))
     if name != problem.name:
         raise PbdlError(
@@ -379,7 +375,7 @@ class GridMethod(Method):
         [B, k, C, *S], the rest [B, T - k, C, *S] and params [B, P] (float32, CPU)."""
         path = self.files[split]
         with open_dataset(path) as f:
-            total = next(iter(f["fields"].values())).shape[0]
+            total = f.num_trajectories
         windows = WindowDataset(
             path,
             history=self.history,
@@ -605,7 +601,7 @@ class GridMethod(Method):
         path = self.files["test"]
         with open_dataset(path) as f:
             refine = int(f.attrs.get("refine", 1))
-            text = f.attrs.get("config")
+            text = f.config
         if refine <= 1 or not isinstance(text, str):
             return None
         stored = OmegaConf.create(text)
@@ -734,7 +730,7 @@ def _synchronize(device: torch.device) -> None:
 def _read_params(path: Path) -> Params:
     """The physical parameters of every trajectory of a split, ``{name: [N, ...]}`` float64."""
     with open_dataset(path) as f:
-        group = f.get("params", {})
+        group = f.params
         return {name: torch.from_numpy(group[name][()]).double() for name in sorted(group)}
 
 

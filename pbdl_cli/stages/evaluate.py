@@ -35,7 +35,7 @@ from torch import Tensor
 
 from pbdl_cli.config import to_schema, to_yaml
 from pbdl_cli.console import console
-from pbdl_cli.data import TrajectoryWriter
+from pbdl_cli.data.writer import TrajectoryWriter
 from pbdl_cli.errors import PbdlError
 from pbdl_cli.evaluation.gallery import GalleryConfig
 from pbdl_cli.evaluation.metrics import per_time, summarize

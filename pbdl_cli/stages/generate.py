@@ -233,7 +233,7 @@ class Generate(Stage):
 
 def write_split(s: GenerateSettings, split: str, count: int, path: Path, yaml: str) -> Path:
     """Simulate ``count`` trajectories of ``split`` and stream them to ``path``."""
-    from pbdl_cli.data import TrajectoryWriter
+    from pbdl_cli.data.writer import TrajectoryWriter
 
     problem = s.problem
     split_seed = derive_seed(s.config.seed, split)
