@@ -21,6 +21,7 @@ from pbdl_cli.methods.grid import GridMethod
 from pbdl_cli.methods.supervised_points import PointSupervised
 from pbdl_cli.problems import PROBLEMS
 from pbdl_cli.solvers import SOLVERS, rollout
+from pbdl_cli.stages.evaluate import reference_solver_runtime
 from tests.conftest import run_cli
 
 CPU = torch.device("cpu")
@@ -165,8 +166,8 @@ def test_reference_solver_runtime_needs_refined_data(data: Path, tmp_path: Path)
         shutil.copy(data / f"{split}.h5", plain / f"{split}.h5")
         with h5py.File(plain / f"{split}.h5", "r+") as f:
             del f.attrs["refine"]
-    assert build("non", plain).reference_solver_runtime() is None
-    timed = build("non", data).reference_solver_runtime(max_steps=2)
+    assert reference_solver_runtime(build("non", plain)) is None
+    timed = reference_solver_runtime(build("non", data), max_steps=2)
     assert timed is not None and timed["steps_timed"] == 2 and timed["grid"] == [64]
 
 
@@ -196,9 +197,9 @@ def test_windows_and_normalization_round_trip_through_the_method(data: Path, tmp
     assert params[:, 0].tolist() == pytest.approx(raw["params"]["nu"][:2].tolist())
     # normalized train data: zero mean, unit std; denormalize inverts normalize
     x = u.double()
-    z = m.normalize(x)
+    z = m.normalization.normalize(x)
     assert abs(float(z.mean())) < 1e-6 and float(z.std(unbiased=False)) == pytest.approx(1, 1e-6)
-    torch.testing.assert_close(m.denormalize(z), x)
+    torch.testing.assert_close(m.normalization.denormalize(z), x)
     nu = torch.from_numpy(raw["params"]["nu"]).double()[:, None]
     assert float(m.param_input(nu).std(unbiased=False)) == pytest.approx(1, 1e-5)
     # stored with a run and read back: the same statistics (pbdl evaluate rebuilds them)
@@ -245,19 +246,19 @@ def test_unrolled_with_one_step_is_the_supervised_loss(data: Path):
     for p, q in zip(model.parameters(), same.parameters(), strict=True):
         assert torch.equal(p, q)  # the same seed: the same network
     history, future, params = sup.batch(0)
-    nu = (params - sup._p_mean) / sup._p_std
-    x = sup.normalize(history)[:, 0]
-    by_hand = (x + model(x, nu) - sup.normalize(future)[:, 0]).square().mean()
+    nu = (params - sup.normalization.param_mean[0]) / sup.normalization.param_std[0]
+    x = sup.normalization.normalize(history)[:, 0]
+    by_hand = (x + model(x, nu) - sup.normalization.normalize(future)[:, 0]).square().mean()
     torch.testing.assert_close(sup.loss(model, 0)["loss"], by_hand)
     torch.testing.assert_close(one.loss(same, 0)["loss"], by_hand)
     # two steps: the second input is the first prediction
     two = build("unrolled", data, unroll=2)
     model = two.build_model(TINY)
     history, future, params = two.batch(0)
-    nu = (params - two._p_mean) / two._p_std
-    first = model(two.normalize(history)[:, 0], nu)
+    nu = (params - two.normalization.param_mean[0]) / two.normalization.param_std[0]
+    first = model(two.normalization.normalize(history)[:, 0], nu)
     second = model(first, nu)
-    target = two.normalize(future)
+    target = two.normalization.normalize(future)
     by_hand = ((first - target[:, 0]).square().mean() + (second - target[:, 1]).square().mean()) / 2
     terms = two.loss(model, 0)
     torch.testing.assert_close(terms["loss"], by_hand)
@@ -269,8 +270,9 @@ def test_pre_trains_the_correction_of_one_solver_step(data: Path):
     model = m.build_model(TINY)
     history, future, params = m.batch(0)
     coarse = m.solver(history[:, 0], m.problem.dt, {"nu": params[:, 0]})
-    corrected = coarse + m._std * model(m.normalize(coarse), (params - m._p_mean) / m._p_std)
-    expected = ((corrected - future[:, 0]) / m._std).square().mean()
+    nu = (params - m.normalization.param_mean[0]) / m.normalization.param_std[0]
+    corrected = coarse + m.std * model(m.normalization.normalize(coarse), nu)
+    expected = ((corrected - future[:, 0]) / m.std).square().mean()
     torch.testing.assert_close(m.loss(model, 0)["loss"], expected)
     # the small start of corrections: init_scale multiplies model.out_init_scale
     small = build("pre", data).build_model(TINY)
