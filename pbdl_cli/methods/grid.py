@@ -2,24 +2,29 @@
 datasets (neural surrogates and learned solver corrections; PBDL book ch. 7, 17-18).
 
 A method of this family owns a dataset directory ``method.data`` holding the splits
-``train.h5``, ``val.h5`` (optional) and ``test.h5`` (schema v1). It trains on windows
+``train.h5``, ``val.h5`` (optional) and ``test.h5`` (schema v1), checked against the
+run's problem (:class:`~pbdl_cli.data.directory.DatasetDirectory`). It trains on windows
 of the train split (:class:`~pbdl_cli.data.windows.WindowDataset`: k history frames, n
-future frames, the trajectory's parameters), normalizes with statistics of the train
+future frames, the trajectory's parameters) in step-indexed, resumable batches
+(:class:`~pbdl_cli.data.batches.StepBatches`), normalizes with statistics of the train
 split (:class:`~pbdl_cli.data.windows.Normalization`, deterministic, so ``pbdl
 evaluate`` rebuilds the same), validates by rolling out a few val trajectories and
 predicts by rolling out every test trajectory from its first k frames.
 
 Every method defines one *stepper* ``advance(model, frames, params)``: the next state
 s_{t+1} [B, C, *spatial] from the last k states [B, k, C, *spatial] in physical units.
-Training, validation and prediction all roll out that same stepper (:meth:`unroll`):
+Training, validation and prediction all roll out that same stepper
+(:func:`~pbdl_cli.solvers.rollout.unroll`):
 
-    surrogate  (:class:`SurrogateMethod`):  s_{t+1} = D(f([N(s_{t-k+1}), ..., N(s_t)], p))
-    corrected  (:class:`CorrectedMethod`):  s_{t+1} = P_s(s_t) + sigma * c(N(P_s(s_t)), p)
+    surrogate  (``surrogate.py``):   s_{t+1} = D(f([N(s_{t-k+1}), ..., N(s_t)], p))
+    corrected  (``correction.py``):  s_{t+1} = P_s(s_t) + sigma * c(N(P_s(s_t)), p)
+    solver     (``non.py``):         s_{t+1} = P_s(s_t)
 
 with N(s) = (s - mu) / sigma per channel (train statistics), D its inverse, f / c the
 network, P_s the run's solver over one output interval ``problem.dt`` and p the
 normalized trajectory parameters (constant input channels, ``model.num_params``). Losses
-are mean squared errors of normalized states, i.e. of (prediction - target) / sigma.
+are mean squared errors of normalized states, i.e. of (prediction - target) / sigma;
+:mod:`~pbdl_cli.methods.unroll` trains through several unrolled steps (``sol``, ``unrolled``).
 
 Shapes: windows history [B, k, C, *spatial], future [B, n, C, *spatial], params [B, P]
 (float32 on disk, the run's dtype and device in training); ``predict`` and ``reference``
