@@ -199,9 +199,9 @@ def test_windows_and_normalization_round_trip_through_the_method(data: Path, tmp
     assert params[:, 0].tolist() == pytest.approx(raw["params"]["nu"][:2].tolist())
     # normalized train data: zero mean, unit std; denormalize inverts normalize
     x = u.double()
-    z = m.normalization.normalize(x)
+    z = m.normalize(x)
     assert abs(float(z.mean())) < 1e-6 and float(z.std(unbiased=False)) == pytest.approx(1, 1e-6)
-    torch.testing.assert_close(m.normalization.denormalize(z), x)
+    torch.testing.assert_close(m.denormalize(z), x)
     nu = torch.from_numpy(raw["params"]["nu"]).double()[:, None]
     assert float(m.param_input(nu).std(unbiased=False)) == pytest.approx(1, 1e-5)
     # stored with a run and read back: the same statistics (pbdl evaluate rebuilds them)
@@ -249,8 +249,8 @@ def test_unrolled_with_one_step_is_the_supervised_loss(data: Path):
         assert torch.equal(p, q)  # the same seed: the same network
     history, future, params = sup.batch(0)
     nu = (params - sup.normalization.param_mean[0]) / sup.normalization.param_std[0]
-    x = sup.normalization.normalize(history)[:, 0]
-    by_hand = (x + model(x, nu) - sup.normalization.normalize(future)[:, 0]).square().mean()
+    x = sup.normalize(history)[:, 0]
+    by_hand = (x + model(x, nu) - sup.normalize(future)[:, 0]).square().mean()
     torch.testing.assert_close(sup.loss(model, 0)["loss"], by_hand)
     torch.testing.assert_close(one.loss(same, 0)["loss"], by_hand)
     # two steps: the second input is the first prediction
@@ -258,9 +258,9 @@ def test_unrolled_with_one_step_is_the_supervised_loss(data: Path):
     model = two.build_model(TINY)
     history, future, params = two.batch(0)
     nu = (params - two.normalization.param_mean[0]) / two.normalization.param_std[0]
-    first = model(two.normalization.normalize(history)[:, 0], nu)
+    first = model(two.normalize(history)[:, 0], nu)
     second = model(first, nu)
-    target = two.normalization.normalize(future)
+    target = two.normalize(future)
     by_hand = ((first - target[:, 0]).square().mean() + (second - target[:, 1]).square().mean()) / 2
     terms = two.loss(model, 0)
     torch.testing.assert_close(terms["loss"], by_hand)
@@ -273,7 +273,7 @@ def test_pre_trains_the_correction_of_one_solver_step(data: Path):
     history, future, params = m.batch(0)
     coarse = m.solver(history[:, 0], m.problem.dt, {"nu": params[:, 0]})
     nu = (params - m.normalization.param_mean[0]) / m.normalization.param_std[0]
-    corrected = coarse + m.std * model(m.normalization.normalize(coarse), nu)
+    corrected = coarse + m.std * model(m.normalize(coarse), nu)
     expected = ((corrected - future[:, 0]) / m.std).square().mean()
     torch.testing.assert_close(m.loss(model, 0)["loss"], expected)
     # the small start of corrections: init_scale multiplies model.out_init_scale

@@ -58,8 +58,7 @@ class CorrectedMethod(GridMethod):
 
     def correct(self, model: nn.Module, state: Tensor, params: Tensor) -> Tensor:
         """state + sigma c(N(state), p): the corrected solver output [B, C, *S]."""
-        x = self.normalization.normalize(state)
-        return state + self.std * model(x, self.param_input(params))
+        return state + self.std * model(self.normalize(state), self.param_input(params))
 
     def advance(self, model: nn.Module, frames: Tensor, params: Tensor) -> Tensor:
         return self.correct(model, self.solve(frames[:, -1], params), params)

@@ -183,8 +183,14 @@ class GridMethod(Method):
             self.files["train"], fields=self.fields
         )
         shape = (-1,) + (1,) * problem.grid.num_spatial_dims
+        # the statistics on the run's device, once: Normalization.normalize would copy them
+        # there at every call (on CUDA a host-to-device copy that synchronizes the stream)
+        stats = {"dtype": dtype, "device": device}
+        self._mean = torch.tensor(self.normalization.mean, **stats).view(shape)
         #: sigma, the per-channel std [C, 1, ...] on the run's device and dtype
-        self.std = torch.tensor(self.normalization.std, dtype=dtype, device=device).view(shape)
+        self.std = torch.tensor(self.normalization.std, **stats).view(shape)
+        self._p_mean = torch.tensor(self.normalization.param_mean, **stats)
+        self._p_std = torch.tensor(self.normalization.param_std, **stats)
         self.param_names = self.normalization.params
         self.num_params = len(self.param_names) if config.condition else 0
         self.params = self.directory.params("test")
@@ -271,11 +277,21 @@ class GridMethod(Method):
         return self.batches.shard_weight(step)
 
     # -- normalization --------------------------------------------------------------------
+    def normalize(self, x: Tensor) -> Tensor:
+        """N(x) = (x - mu) / sigma per channel, x [..., C, *spatial] on the run's device
+        (:meth:`~pbdl_cli.data.windows.Normalization.normalize` with device-resident
+        statistics)."""
+        return (x - self._mean) / self.std
+
+    def denormalize(self, x: Tensor) -> Tensor:
+        """D(x) = x sigma + mu per channel; inverse of :meth:`normalize`."""
+        return x * self.std + self._mean
+
     def param_input(self, params: Tensor) -> Tensor | None:
         """The network's conditioning [B, P] (normalized), or None without conditioning."""
         if self.num_params == 0:
             return None
-        return self.normalization.normalize_params(params)
+        return (params - self._p_mean) / self._p_std
 
     def param_dict(self, params: Tensor) -> Params:
         """Physical parameters [B, P] as the solver's ``{name: [B]}`` (an entry ``a[i]`` of

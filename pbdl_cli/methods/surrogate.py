@@ -39,9 +39,8 @@ class SurrogateMethod(GridMethod):
     config: SurrogateConfig
 
     def advance(self, model: nn.Module, frames: Tensor, params: Tensor) -> Tensor:
-        norm = self.normalization
-        x = norm.normalize(frames)  # [B, k, C, *S]
+        x = self.normalize(frames)  # [B, k, C, *S]
         out = model(x.flatten(1, 2), self.param_input(params))  # [B, C, *S]
         if self.config.residual:
             out = x[:, -1] + out
-        return norm.denormalize(out)
+        return self.denormalize(out)
