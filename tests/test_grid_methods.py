@@ -22,6 +22,9 @@ from pbdl_cli.methods.grid import GridMethod
 from pbdl_cli.methods.supervised_points import PointSupervised
 from pbdl_cli.problems import PROBLEMS
 from pbdl_cli.solvers import SOLVERS, rollout
+from pbdl_cli.solvers.rollout import unroll
+from pbdl_cli.stages.evaluate import reference_solver_runtime
+from pbdl_cli.utils.seeding import derive_seed
 from tests.conftest import run_cli
 
 CPU = torch.device("cpu")
@@ -166,8 +169,8 @@ def test_reference_solver_runtime_needs_refined_data(data: Path, tmp_path: Path)
         shutil.copy(data / f"{split}.h5", plain / f"{split}.h5")
         with h5py.File(plain / f"{split}.h5", "r+") as f:
             del f.attrs["refine"]
-    assert build("non", plain).reference_solver_runtime() is None
-    timed = build("non", data).reference_solver_runtime(max_steps=2)
+    assert reference_solver_runtime(build("non", plain)) is None
+    timed = reference_solver_runtime(build("non", data), max_steps=2)
     assert timed is not None and timed["steps_timed"] == 2 and timed["grid"] == [64]
 
 
@@ -246,7 +249,7 @@ def test_unrolled_with_one_step_is_the_supervised_loss(data: Path):
     for p, q in zip(model.parameters(), same.parameters(), strict=True):
         assert torch.equal(p, q)  # the same seed: the same network
     history, future, params = sup.batch(0)
-    nu = (params - sup._p_mean) / sup._p_std
+    nu = (params - sup.normalization.param_mean[0]) / sup.normalization.param_std[0]
     x = sup.normalize(history)[:, 0]
     by_hand = (x + model(x, nu) - sup.normalize(future)[:, 0]).square().mean()
     torch.testing.assert_close(sup.loss(model, 0)["loss"], by_hand)
@@ -255,7 +258,7 @@ def test_unrolled_with_one_step_is_the_supervised_loss(data: Path):
     two = build("unrolled", data, unroll=2)
     model = two.build_model(TINY)
     history, future, params = two.batch(0)
-    nu = (params - two._p_mean) / two._p_std
+    nu = (params - two.normalization.param_mean[0]) / two.normalization.param_std[0]
     first = model(two.normalize(history)[:, 0], nu)
     second = model(first, nu)
     target = two.normalize(future)
@@ -270,8 +273,9 @@ def test_pre_trains_the_correction_of_one_solver_step(data: Path):
     model = m.build_model(TINY)
     history, future, params = m.batch(0)
     coarse = m.solver(history[:, 0], m.problem.dt, {"nu": params[:, 0]})
-    corrected = coarse + m._std * model(m.normalize(coarse), (params - m._p_mean) / m._p_std)
-    expected = ((corrected - future[:, 0]) / m._std).square().mean()
+    nu = (params - m.normalization.param_mean[0]) / m.normalization.param_std[0]
+    corrected = coarse + m.std * model(m.normalize(coarse), nu)
+    expected = ((corrected - future[:, 0]) / m.std).square().mean()
     torch.testing.assert_close(m.loss(model, 0)["loss"], expected)
     # the small start of corrections: init_scale multiplies model.out_init_scale
     small = build("pre", data).build_model(TINY)
@@ -359,3 +363,82 @@ def test_errors(data: Path, tmp_path: Path):
     with pytest.raises(PbdlError, match="steps with a solver"):
         METHODS.build({"name": "sol", "data": str(data)}, problem=problem, device=CPU,
                       dtype=torch.float64)  # fmt: skip
+
+
+# -- behaviour: frame order, held-out test data, input noise, validation error -------------
+class _Linear(torch.nn.Module):
+    """A fixed network: weights ``a`` on its input channels (oldest history frame first),
+    no parameters to learn."""
+
+    def __init__(self, *weights: float) -> None:
+        super().__init__()
+        self.weights = weights
+
+    def forward(self, x: torch.Tensor, params: torch.Tensor | None) -> torch.Tensor:
+        return sum(w * x[:, i : i + 1] for i, w in enumerate(self.weights))  # [B, 1, S]
+
+
+def test_a_rollout_feeds_the_history_frames_oldest_first(data: Path):
+    """history = 3: s_{t+1} = D(f(N(s_{t-2}), N(s_{t-1}), N(s_t))), each prediction becoming
+    the newest frame; f = 1 x oldest + 10 x middle + 100 x newest (any reversal differs)."""
+    m = build("unrolled", data, history=3, unroll=1)
+    first, _, params = m.trajectories("test")  # [2, 3, 1, 32]
+    mu, sigma = m.normalization.mean[0], m.normalization.std[0]
+    z = [(first[:, i].double() - mu) / sigma for i in range(3)]  # oldest first
+    for _ in range(4):
+        z.append(1 * z[-3] + 10 * z[-2] + 100 * z[-1])
+    expected = torch.stack([zi * sigma + mu for zi in z], dim=1)  # [2, 7, 1, 32]
+    predicted = m.rollout(_Linear(1.0, 10.0, 100.0), first, params, 4)
+    assert predicted.shape == expected.shape
+    torch.testing.assert_close(predicted, expected, rtol=1e-12, atol=0)  # float64: exact
+    # the shared rollout on its own: window [a, b, c] -> a + 2 b + 4 c, then [b, c, d]
+    history = torch.tensor([1.0, 2.0, 3.0]).view(1, 3, 1)
+    step = lambda w: w[:, 0] + 2 * w[:, 1] + 4 * w[:, 2]  # noqa: E731
+    out = unroll(step, history, 3)  # 1 + 4 + 12, then 2 + 6 + 68, then 3 + 34 + 304
+    assert out.flatten().tolist() == [17.0, 76.0, 341.0]
+
+
+def test_test_data_replaces_the_test_split(data: Path, tmp_path: Path):
+    """method.test_data=DIR: predict, reference and params come from DIR/test.h5 (here the
+    val split copied there), not from method.data's test split."""
+    held_out = tmp_path / "held_out"
+    held_out.mkdir()
+    shutil.copy(data / "val.h5", held_out / "test.h5")
+    m = build("supervised", data, test_data=str(held_out))
+    val, test = read_trajectories(data / "val.h5"), read_trajectories(data / "test.h5")
+    assert not np.array_equal(val["fields"]["u"], test["fields"]["u"])
+    assert torch.equal(m.reference(), torch.from_numpy(val["fields"]["u"]).double())
+    assert m.params["nu"].tolist() == pytest.approx(val["params"]["nu"].tolist())
+    assert m.params["nu"].tolist() != pytest.approx(test["params"]["nu"].tolist())
+    model = m.build_model(TINY)
+    first = torch.from_numpy(val["fields"]["u"][:, :1]).double()
+    torch.testing.assert_close(m.predict(model)[:, :1], first)  # rolled out from val's frames
+
+
+def test_input_noise_is_scaled_by_the_channel_std(data: Path):
+    """noise = 0.05: history + 0.05 sigma eps, eps ~ N(0, 1) drawn from (seed, "noise", step)
+    for the whole batch; the future frames and params are left alone."""
+    noisy, clean = build("unrolled", data, noise=0.05), build("unrolled", data)
+    sigma = noisy.normalization.std[0]
+    assert abs(sigma - 1) > 0.1  # measured sigma = 0.501: unscaled noise would differ
+    for step in (0, 3):
+        (h, f, p), (h0, f0, p0) = noisy.batch(step), clean.batch(step)
+        assert torch.equal(f, f0) and torch.equal(p, p0)
+        g = torch.Generator().manual_seed(derive_seed(0, "noise", step))
+        eps = torch.randn(h.shape, generator=g, dtype=torch.float64)
+        torch.testing.assert_close(h - h0, 0.05 * sigma * eps, rtol=1e-12, atol=1e-15)
+
+
+def test_the_validation_error_is_relative_to_the_reference(data: Path):
+    """val rel_l2 = ||prediction - reference|| / ||reference|| over the predicted frames of
+    the val trajectories: with f = 0 the prediction is the train mean everywhere."""
+    m = build("supervised", data)
+    val = read_trajectories(data / "val.h5")["fields"]["u"]  # [2, 7, 1, 32]
+    mean = m.normalization.mean[0]
+    target = torch.from_numpy(val[:, 1:]).double()  # the frames after the given one
+    prediction = torch.full_like(target, mean)
+    by_hand = float((prediction - target).norm() / target.norm())
+    assert by_hand == pytest.approx(1.0, abs=1e-3)  # measured 0.9999984: |mean| = 8.8e-4
+    # over the prediction's norm instead: measured 597
+    assert float((prediction - target).norm() / prediction.norm()) > 100
+    assert m.validate(_Linear(0.0))["rel_l2"] == pytest.approx(by_hand, rel=1e-12)

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from pbdl_cli.methods.base import METHODS
-from pbdl_cli.methods.grid import CorrectedMethod, CorrectionConfig
+from pbdl_cli.methods.correction import CorrectedMethod, CorrectionConfig
 
 
 @METHODS.register("pre")

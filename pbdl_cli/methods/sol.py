@@ -16,27 +16,24 @@ training (a curriculum); ``init_scale`` (default 0.1) keeps the initial correcti
 small, so unrolling is stable from the start (as the book's gain-0.1 initialization).
 
 Shapes: windows history [B, 1, C, *spatial], future [B, n, C, *spatial] (n = the largest
-unroll); ``predict`` [B, T, C, *spatial] (see :mod:`pbdl_cli.methods.grid`).
+unroll); ``predict`` [B, T, C, *spatial] (see :mod:`pbdl_cli.methods.grid` and
+:mod:`pbdl_cli.methods.unroll`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-import torch
-from torch import Tensor, nn
-
 from pbdl_cli.methods.base import METHODS
-from pbdl_cli.methods.grid import CorrectedMethod, CorrectionConfig, UnrollConfig
-from pbdl_cli.problems.base import Problem
-from pbdl_cli.solvers import Solver
+from pbdl_cli.methods.correction import CorrectedMethod, CorrectionConfig
+from pbdl_cli.methods.unroll import UnrollConfig, UnrolledTraining
 
 
 @dataclasses.dataclass
 class SolConfig(CorrectionConfig, UnrollConfig):
     """Options of ``sol``: those of corrections
-    (:class:`~pbdl_cli.methods.grid.CorrectionConfig`) and ``unroll`` n, ``unroll_schedule``
-    (:class:`~pbdl_cli.methods.grid.UnrollConfig`)."""
+    (:class:`~pbdl_cli.methods.correction.CorrectionConfig`) and ``unroll`` n, ``unroll_schedule``
+    (:class:`~pbdl_cli.methods.unroll.UnrollConfig`)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -44,23 +41,8 @@ class SolConfig(CorrectionConfig, UnrollConfig):
 
 
 @METHODS.register("sol")
-class SolverInTheLoop(CorrectedMethod):
+class SolverInTheLoop(UnrolledTraining, CorrectedMethod):
     """Correction network trained through n unrolled steps of the differentiable solver."""
 
     Config = SolConfig
     config: SolConfig
-
-    def __init__(
-        self,
-        config: SolConfig,
-        *,
-        problem: Problem,
-        device: torch.device,
-        dtype: torch.dtype,
-        solver: Solver | None = None,
-    ) -> None:
-        self.horizon = config.max_unroll
-        super().__init__(config, problem=problem, device=device, dtype=dtype, solver=solver)
-
-    def loss(self, model: nn.Module, step: int) -> dict[str, Tensor]:
-        return self.unrolled_loss(model, step, self.config.unroll_at(step))

@@ -27,9 +27,10 @@ import torch
 from torch import Tensor, nn
 
 from pbdl_cli.methods.base import METHODS, Delegating, Method
-from pbdl_cli.methods.grid import GridConfig, SurrogateConfig, SurrogateMethod
+from pbdl_cli.methods.grid import GridConfig
 from pbdl_cli.methods.points import CoordinateMethod
 from pbdl_cli.methods.supervised_points import PointSupervised, PointSupervisedConfig
+from pbdl_cli.methods.surrogate import SurrogateConfig, SurrogateMethod
 from pbdl_cli.problems.base import Problem
 
 #: options that only apply to grid data
@@ -40,7 +41,7 @@ _GRID_ONLY += ("noise", "condition", "residual")
 @dataclasses.dataclass
 class SupervisedConfig(SurrogateConfig):
     """Options of ``supervised`` (``method.<key>``): those of grid data
-    (:class:`~pbdl_cli.methods.grid.SurrogateConfig`, used with ``data``) and of point data.
+    (:class:`~pbdl_cli.methods.surrogate.SurrogateConfig`, used with ``data``) and of point data.
 
     Attributes:
         batch_size: windows (grid data, default 32) or observations (point data, default

@@ -13,27 +13,24 @@ drift of its own inputs (unlike one-step ``supervised``, which m = 1 reproduces 
 history frames (Sanchez-Gonzalez et al. 2020).
 
 Shapes: history [B, k, C, *spatial], future [B, m, C, *spatial] (m = the largest unroll),
-params [B, P]; ``predict`` [B, T, C, *spatial] (see :mod:`pbdl_cli.methods.grid`).
+params [B, P]; ``predict`` [B, T, C, *spatial] (see :mod:`pbdl_cli.methods.grid` and
+:mod:`pbdl_cli.methods.unroll`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-import torch
-from torch import Tensor, nn
-
 from pbdl_cli.methods.base import METHODS
-from pbdl_cli.methods.grid import SurrogateConfig, SurrogateMethod, UnrollConfig
-from pbdl_cli.problems.base import Problem
-from pbdl_cli.solvers import Solver
+from pbdl_cli.methods.surrogate import SurrogateConfig, SurrogateMethod
+from pbdl_cli.methods.unroll import UnrollConfig, UnrolledTraining
 
 
 @dataclasses.dataclass
 class UnrolledConfig(SurrogateConfig, UnrollConfig):
     """Options of ``unrolled``: those of grid surrogates
-    (:class:`~pbdl_cli.methods.grid.SurrogateConfig`) and ``unroll`` m,
-    ``unroll_schedule`` (:class:`~pbdl_cli.methods.grid.UnrollConfig`)."""
+    (:class:`~pbdl_cli.methods.surrogate.SurrogateConfig`) and ``unroll`` m,
+    ``unroll_schedule`` (:class:`~pbdl_cli.methods.unroll.UnrollConfig`)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -41,23 +38,8 @@ class UnrolledConfig(SurrogateConfig, UnrollConfig):
 
 
 @METHODS.register("unrolled")
-class Unrolled(SurrogateMethod):
+class Unrolled(UnrolledTraining, SurrogateMethod):
     """m-step autoregressive training of a surrogate through its own predictions."""
 
     Config = UnrolledConfig
     config: UnrolledConfig
-
-    def __init__(
-        self,
-        config: UnrolledConfig,
-        *,
-        problem: Problem,
-        device: torch.device,
-        dtype: torch.dtype,
-        solver: Solver | None = None,
-    ) -> None:
-        self.horizon = config.max_unroll
-        super().__init__(config, problem=problem, device=device, dtype=dtype, solver=solver)
-
-    def loss(self, model: nn.Module, step: int) -> dict[str, Tensor]:
-        return self.unrolled_loss(model, step, self.config.unroll_at(step))

@@ -1,4 +1,12 @@
-"""Autoregressive rollouts, shared by solvers, surrogates and corrected solvers."""
+"""Autoregressive rollouts, shared by solvers, surrogates and corrected solvers.
+
+:func:`rollout` steps one state [B, C, *spatial] with a :data:`Stepper` (a solver, or a
+network wrapped as one); :func:`unroll` steps a window of the last k states
+[B, k, C, *spatial] with a :data:`FrameStepper`, the form of the grid methods'
+steppers (a surrogate s_{t+1} = D(f(N(s_{t-k+1..t}), p)), a corrected solver
+q = P_s(s_t), s_{t+1} = q + sigma c(N(q), p), or the solver alone): each new state
+drops the oldest frame of the window and is appended as its newest.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +19,9 @@ from pbdl_cli.problems.base import Params
 
 #: anything that maps (state [B, C, *spatial], dt, params) to the next state
 Stepper = Callable[[Tensor, float, Params], Tensor]
+#: anything that maps the last k states [B, k, C, *spatial] (oldest first) to the next
+#: state [B, C, *spatial]
+FrameStepper = Callable[[Tensor], Tensor]
 
 
 def rollout(
@@ -63,3 +74,23 @@ def rollout(
             index += 1
     assert out is not None
     return out
+
+
+def unroll(stepper: FrameStepper, history: Tensor, num_steps: int) -> Tensor:
+    """Apply ``stepper`` ``num_steps`` times to a sliding window of states.
+
+    Args:
+        stepper: the next state [B, C, *spatial] from the window [B, k, C, *spatial].
+        history: the first window, k given states [B, k, C, *spatial], oldest first.
+        num_steps: number of predicted states.
+
+    Returns:
+        The predicted states [B, num_steps, C, *spatial] (``history`` left out), with
+        gradients through every step where the stepper has them.
+    """
+    frames, out = history, []
+    for _ in range(num_steps):
+        state = stepper(frames)
+        out.append(state)
+        frames = torch.cat([frames[:, 1:], state[:, None]], dim=1)
+    return torch.stack(out, dim=1)
