@@ -711,7 +711,7 @@ def _line_figure(
     every figure (values <= 0 or missing are gaps); None when nothing is positive."""
     from matplotlib.figure import Figure
 
-    from pbdl_cli.evaluation.plots import save_figure
+    from pbdl_cli.evaluation.figures import save_figure
 
     colours = _colours(len(report.runs))
     data = []

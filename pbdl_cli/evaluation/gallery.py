@@ -31,7 +31,7 @@ from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 from matplotlib.ticker import FixedFormatter, FixedLocator, NullLocator
 
-from pbdl_cli.evaluation.plots import _frames, save_figure
+from pbdl_cli.evaluation.figures import save_figure, spread_frames
 from pbdl_cli.utils.files import default_mode
 
 log = logging.getLogger("pbdl.evaluate")
@@ -217,7 +217,7 @@ def plot_frames(
         prediction, reference: [T, X, Y] (reference may be None: one row).
         times: [T]; x: [X], y: [Y] cell centres.
     """
-    frames = _frames(len(times), panels)
+    frames = spread_frames(len(times), panels)
     rows = _rows(prediction, reference, frames)
     extent = _extent(x, y)
     aspect = (extent[3] - extent[2]) / max(extent[1] - extent[0], 1e-300)
@@ -278,7 +278,7 @@ def animate(
     """
     from matplotlib.animation import FFMpegWriter, PillowWriter
 
-    frames = _frames(len(times), max_frames)
+    frames = spread_frames(len(times), max_frames)
     rows = _rows(prediction, reference, frames)
     extent = _extent(x, y)
     aspect = (extent[3] - extent[2]) / max(extent[1] - extent[0], 1e-300)

@@ -1,8 +1,7 @@
 """Figures of ``pbdl evaluate``: prediction against reference, errors, loss curves.
 
 Every function takes numpy arrays (one trajectory), draws one figure with matplotlib's
-object API (:class:`~matplotlib.figure.Figure`, never pyplot: no global state, no display,
-nothing left open) and writes a PNG atomically (temporary file, then rename).
+object API and writes a PNG atomically (:func:`~pbdl_cli.evaluation.figures.save_figure`).
 
 Conventions: the reference is drawn solid, the prediction dashed in the same colour;
 observations are points. Shapes are named per function; ``T`` frames, ``C`` channels,
@@ -11,48 +10,19 @@ observations are points. Shapes are named per function; ``T`` frames, ``C`` chan
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from pbdl_cli.utils.files import default_mode
+from pbdl_cli.evaluation.figures import save_figure, spread_frames
+from pbdl_cli.evaluation.gallery import GalleryConfig, write_gallery
 
-if TYPE_CHECKING:
-    from pbdl_cli.evaluation.gallery import GalleryConfig
-
-DPI = 120
 #: colour of the reference in line plots
 REF_COLOUR = "black"
-
-
-def save_figure(fig: Figure, path: Path, *, dpi: float = DPI) -> Path:
-    """Write ``fig`` as a PNG to ``path`` through a temporary file; returns ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    os.chmod(tmp, default_mode())
-    try:
-        fig.savefig(tmp, format="png", dpi=dpi)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    finally:
-        fig.clear()
-    return path
-
-
-def _frames(count: int, wanted: int) -> list[int]:
-    """Up to ``wanted`` frame indices spread evenly over ``count`` frames (ends included)."""
-    return sorted({round(float(i)) for i in np.linspace(0, count - 1, min(wanted, count))})
 
 
 # -- 1D space-time -------------------------------------------------------------------------
@@ -117,7 +87,7 @@ def plot_slices(
     """
     fig = Figure(figsize=(6.4, 4.0), layout="constrained")
     ax = fig.subplots()
-    frames = _frames(len(t), count)
+    frames = spread_frames(len(t), count)
     colours = [colormaps["viridis"](v) for v in np.linspace(0.0, 0.9, len(frames))]
     for k, colour in zip(frames, colours, strict=True):
         label = f"t = {t[k]:.3g}"
@@ -413,8 +383,6 @@ def plot_prediction(
                 )
             )
     elif spatial == 2:
-        from pbdl_cli.evaluation.gallery import write_gallery
-
         written += write_gallery(
             out_dir, prediction, reference, times, coords, fields=fields, options=gallery
         )
