@@ -7,33 +7,22 @@ pyplot: no global state, no display, nothing left open) and written as PNGs atom
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 
-from pbdl_cli.utils.files import default_mode
+from pbdl_cli.utils.files import atomic_path
 
 #: resolution of the PNG figures
 DPI = 120
 
 
 def save_figure(fig: Figure, path: Path, *, dpi: float = DPI) -> Path:
-    """Write ``fig`` as a PNG to ``path`` through a temporary file; returns ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    os.chmod(tmp, default_mode())
+    """Write ``fig`` as a PNG to ``path`` atomically; returns ``path``."""
     try:
-        fig.savefig(tmp, format="png", dpi=dpi)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=dpi)
     finally:
         fig.clear()
     return path

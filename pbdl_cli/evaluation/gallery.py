@@ -16,13 +16,10 @@ written atomically (temporary file in the same directory, then rename), like eve
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import enum
 import logging
-import os
-import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -32,7 +29,7 @@ from matplotlib.image import AxesImage
 from matplotlib.ticker import FixedFormatter, FixedLocator, NullLocator
 
 from pbdl_cli.evaluation.figures import save_figure, spread_frames
-from pbdl_cli.utils.files import default_mode
+from pbdl_cli.utils.files import atomic_path
 
 log = logging.getLogger("pbdl.evaluate")
 
@@ -121,25 +118,6 @@ def animation_format(choice: AnimationFormat | str) -> str | None:
         log.warning("neither ffmpeg nor pillow is available: no animations")
         return None
     return "gif"
-
-
-@contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary path next to ``path`` (same suffix, so writers that go by the extension
-    work) that becomes ``path`` when the block succeeds and is removed when it fails."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}"
-    )
-    os.close(fd)
-    os.chmod(tmp, default_mode())
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def _extent(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float]:
