@@ -7,7 +7,7 @@ problem's output grid and writes to ``<run>/eval/`` (Hydra's run directory):
 - ``metrics.json``: the generic metrics against the problem's reference (where one
   exists), the mean |PDE residual| (where the method computes one), the problem's own
   metrics, the misfit at the problem's observations, per-frame errors, rollout metrics
-  (correlation time, spectral errors: :mod:`pbdl_cli.evaluation.rollout`) and provenance;
+  (correlation time, spectral errors: :mod:`pbdl_cli.evaluation.drift`) and provenance;
 - ``prediction.h5`` (and ``reference.h5``): dataset files of schema v1, one trajectory
   per trajectory of the prediction, readable with ``pbdl info``;
 - PNG figures chosen from the prediction's shape (:mod:`pbdl_cli.evaluation.plots`) and
@@ -37,9 +37,9 @@ from pbdl_cli.config import to_schema, to_yaml
 from pbdl_cli.console import console
 from pbdl_cli.data import TrajectoryWriter
 from pbdl_cli.errors import PbdlError
+from pbdl_cli.evaluation.drift import CORR_THRESHOLD, RolloutSummary, rollout_summary
 from pbdl_cli.evaluation.gallery import GalleryConfig
 from pbdl_cli.evaluation.metrics import per_time, summarize
-from pbdl_cli.evaluation.rollout import CORR_THRESHOLD, RolloutSummary, rollout_summary
 from pbdl_cli.methods import METHODS, Method, build_method
 from pbdl_cli.models.base import MODELS
 from pbdl_cli.plugins import load_plugins
@@ -350,7 +350,7 @@ def _metrics(
         metrics |= summarize(prediction, reference)
         curves = {"t": times.tolist(), **per_time(prediction, reference, PER_TIME)}
         rollout = _rollout(s, prediction, reference, times)
-        if rollout is not None:  # >= 2 frames: mse, nrmse, corr, spectra (rollout.py)
+        if rollout is not None:  # >= 2 frames: mse, nrmse, corr, spectra (drift.py)
             metrics |= rollout.metrics
             curves |= rollout.per_time
     residual = method.residual(model)
@@ -389,7 +389,7 @@ def _metrics(
 def _rollout(
     s: EvaluateSettings, prediction: Tensor, reference: Tensor, times: Tensor
 ) -> RolloutSummary | None:
-    """Rollout metrics (:mod:`pbdl_cli.evaluation.rollout`) of a prediction with >= 2 frames;
+    """Rollout metrics (:mod:`pbdl_cli.evaluation.drift`) of a prediction with >= 2 frames;
     spectra treat the fields as periodic where the problem's grid is."""
     threshold = getattr(s.config, "corr_threshold", None)  # no config key yet: the default
     return rollout_summary(
