@@ -1,4 +1,5 @@
-"""Figures of ``pbdl evaluate``: prediction against reference, errors, loss curves.
+"""Figures of ``pbdl evaluate`` (prediction against reference, errors, loss curves) and of
+``pbdl report`` (one curve per run).
 
 Every function takes numpy arrays (one trajectory), draws one figure with matplotlib's
 object API and writes a PNG atomically (:func:`~pbdl_cli.evaluation.figures.save_figure`).
@@ -18,6 +19,8 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
+from pbdl_cli.evaluation.comparison import Report
+from pbdl_cli.evaluation.comparison import label as run_label
 from pbdl_cli.evaluation.figures import save_figure, spread_frames
 from pbdl_cli.evaluation.gallery import GalleryConfig, write_gallery
 
@@ -296,6 +299,67 @@ def plot_error_vs_step(
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize="small")
     return save_figure(fig, path)
+
+
+# -- comparing runs (pbdl report) ------------------------------------------------------
+def _run_colours(count: int) -> list[Any]:
+    if count <= 10:
+        return [colormaps["tab10"](i) for i in range(count)]
+    return [colormaps["viridis"](v) for v in np.linspace(0.0, 0.95, count)]
+
+
+def _line_figure(
+    path: Path,
+    report: Report,
+    curves: Mapping[int, tuple[Sequence[float], Sequence[float | None]]],
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+) -> Path | None:
+    """One line per run (``run index -> (x, y)``) on a log y-axis, in the same colour in
+    every figure (values <= 0 or missing are gaps); None when nothing is positive."""
+    colours = _run_colours(len(report.runs))
+    data = []
+    for index, (x, y) in curves.items():
+        values = np.array([np.nan if v is None or v <= 0 else v for v in y], dtype=float)
+        if np.isfinite(values).any():
+            data.append((index, np.asarray(x, dtype=float), values))
+    if not data:
+        return None
+    fig = Figure(figsize=(7.0, 4.4), layout="constrained")
+    ax = fig.subplots()
+    for index, x, y in data:
+        run = report.runs[index]
+        marker = "o" if len(x) <= 30 else None
+        ax.plot(
+            x, y, color=colours[index], marker=marker, ms=3, lw=1.4, label=run_label(run, report)
+        )
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize="small", ncol=1 if len(data) <= 8 else 2)
+    return save_figure(fig, path)
+
+
+def plot_error_vs_time(path: Path, report: Report) -> Path | None:
+    """Per-frame rel_l2 (``eval/metrics.json`` ``per_time``) of every evaluated run."""
+    curves = {}
+    for index, run in enumerate(report.runs):
+        if run.per_time and run.per_time.get("rel_l2"):
+            t = [np.nan if v is None else v for v in run.per_time["t"]]
+            curves[index] = (t, run.per_time["rel_l2"])
+    title = "relative L2 error per frame (eval/metrics.json)"
+    return _line_figure(path, report, curves, xlabel="t", ylabel="rel_l2", title=title)
+
+
+def plot_loss_curves(path: Path, report: Report) -> Path | None:
+    """``train/loss`` against the step (``metrics.jsonl``) of every run."""
+    curves = {i: run.loss for i, run in enumerate(report.runs) if run.loss[0]}
+    title = "training loss (metrics.jsonl)"
+    return _line_figure(path, report, curves, xlabel="step", ylabel="train/loss", title=title)
 
 
 # -- choosing the figures from the shapes ----------------------------------------------------
