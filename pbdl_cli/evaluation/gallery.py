@@ -28,6 +28,7 @@ from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 from matplotlib.ticker import FixedFormatter, FixedLocator, NullLocator
 
+from pbdl_cli.errors import PbdlError
 from pbdl_cli.evaluation.figures import save_figure, spread_frames
 from pbdl_cli.utils.files import atomic_path
 
@@ -99,6 +100,18 @@ def derived_fields(
         return {}
     u, v = values[:, names.index("u")], values[:, names.index("v")]
     return {"vorticity": np.gradient(v, x, axis=1) - np.gradient(u, y, axis=2)}
+
+
+def check_gallery_fields(shown: Sequence[str], fields: Sequence[str], problem: str) -> None:
+    """``gallery.fields`` names only ``fields`` of the problem or derived ones; PbdlError
+    (exit 2) otherwise."""
+    known = [*fields, *DERIVED]
+    unknown = [f for f in shown if f not in known]
+    if unknown:
+        raise PbdlError(
+            f"gallery.fields: {', '.join(unknown)} is not a field of {problem} "
+            f"(choose from {', '.join(known)}; vorticity needs u and v)"
+        )
 
 
 def animation_format(choice: AnimationFormat | str) -> str | None:

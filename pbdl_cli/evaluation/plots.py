@@ -22,7 +22,6 @@ from matplotlib.figure import Figure
 from pbdl_cli.evaluation.comparison import Report
 from pbdl_cli.evaluation.comparison import label as run_label
 from pbdl_cli.evaluation.figures import save_figure, spread_frames
-from pbdl_cli.evaluation.gallery import GalleryConfig, write_gallery
 
 #: colour of the reference in line plots
 REF_COLOUR = "black"
@@ -360,94 +359,3 @@ def plot_loss_curves(path: Path, report: Report) -> Path | None:
     curves = {i: run.loss for i, run in enumerate(report.runs) if run.loss[0]}
     title = "training loss (metrics.jsonl)"
     return _line_figure(path, report, curves, xlabel="step", ylabel="train/loss", title=title)
-
-
-# -- choosing the figures from the shapes ----------------------------------------------------
-def plot_prediction(
-    out_dir: Path,
-    prediction: np.ndarray,
-    reference: np.ndarray | None,
-    times: np.ndarray,
-    coords: Mapping[str, np.ndarray],
-    *,
-    fields: Sequence[str],
-    observations: Mapping[str, np.ndarray] | None = None,
-    gallery: GalleryConfig | None = None,
-) -> list[Path]:
-    """The figures that fit the shape of one trajectory; returns the files written.
-
-    ===========================  ===============================================
-    prediction                   figures
-    ===========================  ===============================================
-    [T, C], T > 1 (time only)    ``time_series.png``: u_c(t) with observations
-    [1, C, X] (static, 1D)       ``profile.png``: y_c(x) with observations
-    [T, C, X], T > 1             ``space_time_<field>.png``, ``slices_<field>.png``
-    [T, C, X, Y]                 ``frames_<field>.png``, ``anim_<field>.gif``
-                                 (:mod:`~pbdl_cli.evaluation.gallery`)
-    ===========================  ===============================================
-
-    Args:
-        prediction, reference: [T, C, *spatial] (reference may be None).
-        times: [T]; coords: spatial axis name -> [S_k] cell centres, in axis order.
-        fields: channel names ([C]).
-        observations: optional ``{"t": [N], "x": [N, D], "u": [N, C]}``.
-        gallery: ``gallery.*`` options of 2D predictions (None: the defaults).
-    """
-    spatial = prediction.ndim - 2
-    axes = list(coords.values())
-    written: list[Path] = []
-    obs = observations
-    if spatial == 0 and len(times) > 1:
-        points = (obs["t"], obs["u"]) if obs is not None else None
-        written.append(
-            plot_time_series(
-                out_dir / "time_series.png",
-                prediction,
-                reference,
-                times,
-                fields=fields,
-                points=points,
-            )
-        )
-    elif spatial == 1 and len(times) == 1:
-        points = (obs["x"][:, 0], obs["u"]) if obs is not None else None
-        written.append(
-            plot_profile(
-                out_dir / "profile.png",
-                prediction[0].T,
-                None if reference is None else reference[0].T,
-                axes[0],
-                fields=fields,
-                points=points,
-            )
-        )
-    elif spatial == 1:
-        points = (obs["x"][:, 0], obs["t"]) if obs is not None else None
-        for c, field in enumerate(fields):
-            ref = None if reference is None else reference[:, c]
-            written.append(
-                plot_space_time(
-                    out_dir / f"space_time_{field}.png",
-                    prediction[:, c],
-                    ref,
-                    times,
-                    axes[0],
-                    field=field,
-                    points=points,
-                )
-            )
-            written.append(
-                plot_slices(
-                    out_dir / f"slices_{field}.png",
-                    prediction[:, c],
-                    ref,
-                    times,
-                    axes[0],
-                    field=field,
-                )
-            )
-    elif spatial == 2:
-        written += write_gallery(
-            out_dir, prediction, reference, times, coords, fields=fields, options=gallery
-        )
-    return written

@@ -1,8 +1,9 @@
-"""Tables of ``pbdl report``: the comparison of runs
+"""Tables of ``pbdl report`` and ``pbdl evaluate``: the comparison of runs
 (:class:`~pbdl_cli.evaluation.comparison.Report`) as a rich table for the terminal, and
-as the text of ``report.md``, ``report.csv`` and ``report.json``.
+as the text of ``report.md``, ``report.csv`` and ``report.json``; the metrics of one
+evaluation (``metrics.json``) as a rich table (:func:`print_evaluation`).
 
-Cells show seconds with one decimal and other numbers with 4 significant digits
+Report cells show seconds with one decimal and other numbers with 4 significant digits
 (:func:`fmt`); the CSV and JSON keep full precision.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from pbdl_cli.console import console
 from pbdl_cli.evaluation.comparison import Report, Run
 
 #: the width a name column is counted with when fitting the table (names fold)
@@ -221,3 +223,37 @@ def json_data(report: Report, files: Sequence[Path], command: str | None) -> dic
         "runs": runs,
         "files": [f.name for f in files],
     }
+
+
+# -- pbdl evaluate ----------------------------------------------------------------------------
+def print_evaluation(result: Mapping[str, Any], out_dir: Path) -> None:
+    """Print what ``pbdl evaluate`` wrote: the metrics of ``metrics.json`` as a table, the
+    prediction's runtime (and speed-up over the reference solver) and the output folder."""
+    table = Table(header_style="bold")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in result["metrics"].items():
+        table.add_row(key, "n/a" if value is None else f"{value:.4e}")
+    if not result["metrics"]:
+        table.add_row("(none)", "no reference, residual or problem metrics")
+    console.print(
+        f"{result['method']} / {result['model']} on {result['problem']}, "
+        f"{Path(result['checkpoint']).name} (step {result['step']}), "
+        f"prediction {result['shape']}",
+        soft_wrap=True,
+    )
+    console.print(table)
+    runtime = result.get("runtime") or {}
+    if "seconds_per_step" in runtime:
+        line = (
+            f"prediction: {runtime['predict_seconds']:.3g} s for {runtime['trajectories']} "
+            f"trajectories x {runtime['steps']} steps ({runtime['seconds_per_step']:.3g} s/step)"
+        )
+        fine = runtime.get("reference_solver")
+        if fine:
+            line += (
+                f"; the reference solver on {'x'.join(map(str, fine['grid']))} cells: "
+                f"{fine['seconds_per_step']:.3g} s/step (speed-up {runtime['speedup']:.3g}x)"
+            )
+        console.print(line, soft_wrap=True)
+    console.print(f"evaluation written to {out_dir}", soft_wrap=True)
