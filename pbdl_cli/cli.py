@@ -131,7 +131,7 @@ def report(
     and loss_curves.png (see docs/report.md)."""
     import shlex
 
-    from pbdl_cli.report import run_report
+    from pbdl_cli.stages.report import run_report
 
     paths = list(paths or [])
     args = [str(p) for p in paths]

@@ -19,16 +19,12 @@ from omegaconf import OmegaConf
 from pbdl_cli.data.reader import read_trajectories
 from pbdl_cli.data.summary import read_info
 from pbdl_cli.errors import PbdlError
-from pbdl_cli.evaluation import plots
+from pbdl_cli.evaluation import plots, run_figures
 from pbdl_cli.evaluation.metrics import per_time, summarize
+from pbdl_cli.evaluation.predictions import write_trajectories
+from pbdl_cli.evaluation.run_figures import read_records
 from pbdl_cli.problems.base import Observations
-from pbdl_cli.stages.evaluate import (
-    Evaluate,
-    EvaluateSettings,
-    evaluate,
-    read_records,
-    write_trajectories,
-)
+from pbdl_cli.stages.evaluate import Evaluate, EvaluateSettings, _provenance, evaluate
 from tests.conftest import run_cli
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -226,7 +222,7 @@ def test_plots_for_time_only_static_and_2d_shapes(tmp_path: Path) -> None:
     t = np.linspace(0, 1, 21)
     u = np.stack([np.exp(-2 * t) * np.cos(20 * t), np.sin(5 * t)], axis=1)  # [T, C]
     obs = {"t": t[:8:2], "x": np.zeros((4, 0)), "u": u[:8:2]}
-    written = plots.plot_prediction(
+    written = run_figures.plot_prediction(
         tmp_path / "ode",
         u,
         u + 0.01,
@@ -246,7 +242,7 @@ def test_plots_for_time_only_static_and_2d_shapes(tmp_path: Path) -> None:
     x = np.linspace(-1, 1, 32)
     y = (x**2)[None, None]  # [T=1, C=1, X]
     scatter = {"t": np.zeros(50), "x": np.linspace(-1, 1, 50)[:, None], "u": np.ones((50, 1))}
-    written = plots.plot_prediction(
+    written = run_figures.plot_prediction(
         tmp_path / "static", y, y * 1.1, np.zeros(1), {"x": x}, fields=["y"], observations=scatter
     )
     assert [p.name for p in written] == ["profile.png"]
@@ -254,14 +250,16 @@ def test_plots_for_time_only_static_and_2d_shapes(tmp_path: Path) -> None:
 
     field = np.random.default_rng(0).normal(size=(3, 1, 8, 6))  # [T, C, X, Y]
     axes = {"x": np.arange(8.0), "y": np.arange(6.0)}
-    written = plots.plot_prediction(
+    written = run_figures.plot_prediction(
         tmp_path / "2d", field, None, np.arange(3.0), axes, fields=["w"]
     )
     assert [p.name for p in written] == ["frames_w.png", "anim_w.gif"]  # tests/test_gallery.py
     assert_png(written[0])
     # a single value (no space, one frame) has no figure; the metrics say everything
     assert (
-        plots.plot_prediction(tmp_path / "0d", np.ones((1, 1)), None, np.zeros(1), {}, fields=["u"])
+        run_figures.plot_prediction(
+            tmp_path / "0d", np.ones((1, 1)), None, np.zeros(1), {}, fields=["u"]
+        )
         == []
     )
 
@@ -307,9 +305,11 @@ def test_prediction_files_for_time_only_and_static_shapes(tmp_path: Path) -> Non
             run=tmp_path,
             checkpoint=tmp_path / "best.pt",
         )
+        attrs = _provenance(s, times, kind="prediction", step=3)
         path = write_trajectories(
-            tmp_path / name, values, s, times, coords, kind="prediction", step=3
-        )
+            tmp_path / name, values, times, coords, fields=("u",), params=s.method.params,
+            attrs=attrs,
+        )  # fmt: skip
         info = read_info(path)
         assert info.checksum_ok is True and info.split == "prediction"
         assert info.fields == {"u": tuple(values.shape)} and set(info.coords) == {"t", *coords}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -16,9 +15,9 @@ from PIL import Image
 
 from pbdl_cli.config import to_schema
 from pbdl_cli.errors import PbdlError
-from pbdl_cli.evaluation import gallery, plots
-from pbdl_cli.evaluation.gallery import AnimationFormat, GalleryConfig
-from pbdl_cli.stages.evaluate import EvaluateConfig, _check_gallery_fields, _plots
+from pbdl_cli.evaluation import gallery, run_figures
+from pbdl_cli.evaluation.gallery import AnimationFormat, GalleryConfig, check_gallery_fields
+from pbdl_cli.stages.evaluate import EvaluateConfig
 
 T, X, Y = 12, 16, 20
 FIELDS = ("u", "v", "marker")
@@ -60,7 +59,7 @@ def no_temporaries(folder: Path) -> bool:
 def test_gallery_of_every_field_with_a_reference(tmp_path: Path) -> None:
     values, t, coords = blob_flow()
     options = GalleryConfig(max_frames=5, panels=3, fields=["marker", "vorticity"])
-    written = plots.plot_prediction(
+    written = run_figures.plot_prediction(
         tmp_path, values, values * 1.05, t, coords, fields=FIELDS, gallery=options
     )
     names = ["frames_marker.png", "anim_marker.gif", "frames_vorticity.png", "anim_vorticity.gif"]
@@ -145,23 +144,20 @@ def test_gallery_options(tmp_path: Path) -> None:
     for bad in ({"format": "avi"}, {"trajectory": -1}, {"max_frames": 0}, {"colour": 1}):
         with pytest.raises(PbdlError, match=r"gallery|format|trajectory|max_frames|colour"):
             to_schema(OmegaConf.create({"run": "r", "gallery": bad}), EvaluateConfig, path="")
-    problem = SimpleNamespace(name="flow", fields=FIELDS)
-    _check_gallery_fields(["marker", "vorticity"], problem)
+    check_gallery_fields(["marker", "vorticity"], FIELDS, "flow")
     with pytest.raises(PbdlError, match=r"gallery\.fields: pressure"):
-        _check_gallery_fields(["u", "pressure"], problem)
+        check_gallery_fields(["u", "pressure"], FIELDS, "flow")
 
 
 def test_evaluate_draws_the_chosen_trajectory(tmp_path: Path) -> None:
     values, t, coords = blob_flow()
     batch = torch.from_numpy(np.stack([np.zeros_like(values), values]))  # [B=2, T, C, X, Y]
     options = GalleryConfig(trajectory=1, animate=False, panels=2, fields=["marker"])
-    s = SimpleNamespace(
-        config=EvaluateConfig(run=str(tmp_path), gallery=options),
-        problem=SimpleNamespace(fields=FIELDS),
-        run=tmp_path,
-    )
     tensors = {k: torch.from_numpy(v) for k, v in coords.items()}
-    written = _plots(s, tmp_path / "eval", batch, None, torch.from_numpy(t), tensors, None)
+    written = run_figures.evaluation_figures(
+        tmp_path / "eval", batch, None, torch.from_numpy(t), tensors, None,
+        fields=FIELDS, gallery=options, records=[],
+    )  # fmt: skip
     assert [p.name for p in written] == ["frames_marker.png"]  # no metrics.jsonl: no loss.png
     direct = gallery.plot_frames(
         tmp_path / "direct.png", values[:, 2], None, t, coords["x"], coords["y"],

@@ -23,7 +23,7 @@ from pbdl_cli.methods.supervised_points import PointSupervised
 from pbdl_cli.problems import PROBLEMS
 from pbdl_cli.solvers import SOLVERS, rollout
 from pbdl_cli.solvers.rollout import unroll
-from pbdl_cli.stages.evaluate import reference_solver_runtime
+from pbdl_cli.stages.solver_timing import reference_solver_runtime
 from pbdl_cli.utils.seeding import derive_seed
 from tests.conftest import run_cli
 

@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("methods",),
     ("evaluation",),
     ("plugins",),
-    ("stages", "report"),
+    ("stages",),
     ("reproduce",),
     ("runner", "info", "cli", "__main__"),
 ]

@@ -14,8 +14,9 @@ import matplotlib.image
 import pytest
 import yaml
 
-from pbdl_cli import report as rep
 from pbdl_cli.errors import PbdlError
+from pbdl_cli.evaluation import comparison, tables
+from pbdl_cli.stages import report as rep
 from tests.conftest import run_cli
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -77,7 +78,7 @@ CONFIG = {
 
 # -- overrides -------------------------------------------------------------------------------
 def test_parse_overrides_canonical_values_and_ignored_keys() -> None:
-    parsed = rep.parse_overrides(
+    parsed = comparison.parse_overrides(
         [
             "trainer.lr=1e-3",
             "problem.dt=0.10",
@@ -98,8 +99,9 @@ def test_parse_overrides_canonical_values_and_ignored_keys() -> None:
         "method": "pinn",
         "flag": "true",
     }
-    assert rep.canonical(0.1) == rep.parse_overrides(["x=0.100"])["x"]
-    assert rep.canonical(None) == "null" and rep.canonical({"a": [1, False]}) == "{a:[1,false]}"
+    assert comparison.canonical(0.1) == comparison.parse_overrides(["x=0.100"])["x"]
+    assert comparison.canonical(None) == "null"
+    assert comparison.canonical({"a": [1, False]}) == "{a:[1,false]}"
 
 
 def test_distinguishing_keeps_only_keys_whose_values_differ() -> None:
@@ -108,25 +110,25 @@ def test_distinguishing_keeps_only_keys_whose_values_differ() -> None:
         {"trainer.max_steps": "40", "problem.nx": "32", "seed": "0"},
         {"trainer.max_steps": "80", "problem.nx": "32", "seed": "0"},
     ]
-    keys, values = rep.distinguishing(runs)
+    keys, values = comparison.distinguishing(runs)
     assert keys == ["trainer.max_steps"]
     assert [v["trainer.max_steps"] for v in values] == ["20", "40", "80"]
     # a key that only some runs override: the others' value from their config, or "-"
     runs = [{"model.width": "64", "seed": "0"}, {"seed": "0"}, {"seed": "1"}]
     defaults = {"model.width": "32", "seed": "0"}
-    keys, values = rep.distinguishing(runs, [defaults.get] * 3)
+    keys, values = comparison.distinguishing(runs, [defaults.get] * 3)
     assert keys == ["model.width", "seed"]
     assert values == [
         {"model.width": "64", "seed": "0"},
         {"model.width": "32", "seed": "0"},
         {"model.width": "32", "seed": "1"},
     ]
-    keys, values = rep.distinguishing([{"model.width": "64"}, {}])
+    keys, values = comparison.distinguishing([{"model.width": "64"}, {}])
     assert keys == ["model.width"] and values[1] == {"model.width": "-"}
     # overriding a value with its default distinguishes nothing
-    keys, _ = rep.distinguishing([{"model.width": "32"}, {}], [defaults.get] * 2)
+    keys, _ = comparison.distinguishing([{"model.width": "32"}, {}], [defaults.get] * 2)
     assert keys == []
-    assert rep.distinguishing([{"a": "1"}]) == ([], [{}])  # a single run varies nothing
+    assert comparison.distinguishing([{"a": "1"}]) == ([], [{}])  # a single run varies nothing
 
 
 def test_overrides_compared_with_the_config_of_other_runs(tmp_path: Path) -> None:
@@ -198,7 +200,7 @@ def test_find_runs_errors(tmp_path: Path, case: str, needle: str) -> None:
 
 
 # -- reading runs, sorting, writing ----------------------------------------------------------
-def synthetic_report(root: Path) -> rep.Report:
+def synthetic_report(root: Path) -> comparison.Report:
     """Three fake runs: evaluated, stale evaluation, summary only (no per_time)."""
     per_time = {"t": [0.0, 0.5, 1.0], "rel_l2": [0.0, 0.2, None], "mae": [0.0, 0.1, 0.2]}
     records = [
@@ -266,20 +268,20 @@ def test_load_run_prefers_eval_and_says_where_metrics_came_from(tmp_path: Path) 
 
 def test_sort_runs_missing_values_last_and_unknown_columns(tmp_path: Path) -> None:
     report = synthetic_report(tmp_path)
-    rep.sort_runs(report, "rel_l2")
+    comparison.sort_runs(report, "rel_l2")
     assert [r.name for r in report.runs] == ["1", "0", "2"] and report.sort == "rel_l2"
-    rep.sort_runs(report, "model.width")  # override values sort as numbers
+    comparison.sort_runs(report, "model.width")  # override values sort as numbers
     assert [r.varied["model.width"] for r in report.runs] == ["8", "16", "64"]
-    rep.sort_runs(report, "train/loss")
+    comparison.sort_runs(report, "train/loss")
     assert [r.name for r in report.runs] == ["1", "0", "2"]
     with pytest.raises(PbdlError, match="did you mean 'mae'") as info:
-        rep.sort_runs(report, "maee")
+        comparison.sort_runs(report, "maee")
     assert info.value.exit_code == 2
 
 
 def test_write_report_files(tmp_path: Path) -> None:
     report = synthetic_report(tmp_path / "runs")
-    rep.sort_runs(report, "rel_l2")
+    comparison.sort_runs(report, "rel_l2")
     out = tmp_path / "out"
     (out).mkdir()
     files = rep.write_report(report, out, command="pbdl report runs")
@@ -384,14 +386,14 @@ def test_terminal_table_fits_the_width_and_shows_brackets(tmp_path: Path) -> Non
     make_run(tmp_path / "a", ["model.act=[tanh]"], summary={"steps": 1, "test": {"rel_l2": 1.0}})
     make_run(tmp_path / "b", ["model.act=[relu]"], summary={"steps": 1, "test": {"mae": 2.0}})
     report = rep.collect([tmp_path])
-    rep.sort_runs(report, "mae")
-    columns, dropped = rep.fit_columns(report, 1000)
+    comparison.sort_runs(report, "mae")
+    columns, dropped = tables.fit_columns(report, 1000)
     assert dropped == [] and [k for k, _ in columns][-3:] == ["rel_l2", "mae", "source"]
-    columns, dropped = rep.fit_columns(report, 40)
+    columns, dropped = tables.fit_columns(report, 40)
     assert [k for k, _ in columns] == ["name", "model.act", "mae", "source"]
     assert dropped == ["rel_l2", "seconds", "train/loss", "steps"]  # never the sort column
     console = Console(record=True, width=200)
-    console.print(rep.rich_table(report)[0])
+    console.print(tables.rich_table(report)[0])
     text = console.export_text()
     assert "[tanh]" in text and "[relu]" in text and "time [s]" in text
 

@@ -16,13 +16,10 @@ written atomically (temporary file in the same directory, then rename), like eve
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import enum
 import logging
-import os
-import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -31,8 +28,9 @@ from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 from matplotlib.ticker import FixedFormatter, FixedLocator, NullLocator
 
-from pbdl_cli.evaluation.plots import _frames, save_figure
-from pbdl_cli.utils.files import default_mode
+from pbdl_cli.errors import PbdlError
+from pbdl_cli.evaluation.figures import save_figure, spread_frames
+from pbdl_cli.utils.files import atomic_path
 
 log = logging.getLogger("pbdl.evaluate")
 
@@ -104,6 +102,18 @@ def derived_fields(
     return {"vorticity": np.gradient(v, x, axis=1) - np.gradient(u, y, axis=2)}
 
 
+def check_gallery_fields(shown: Sequence[str], fields: Sequence[str], problem: str) -> None:
+    """``gallery.fields`` names only ``fields`` of the problem or derived ones; PbdlError
+    (exit 2) otherwise."""
+    known = [*fields, *DERIVED]
+    unknown = [f for f in shown if f not in known]
+    if unknown:
+        raise PbdlError(
+            f"gallery.fields: {', '.join(unknown)} is not a field of {problem} "
+            f"(choose from {', '.join(known)}; vorticity needs u and v)"
+        )
+
+
 def animation_format(choice: AnimationFormat | str) -> str | None:
     """The animation file type for ``gallery.format``: ``"mp4"`` where asked for (or
     ``auto``) and ffmpeg is available, else ``"gif"`` if pillow is importable, else None."""
@@ -121,25 +131,6 @@ def animation_format(choice: AnimationFormat | str) -> str | None:
         log.warning("neither ffmpeg nor pillow is available: no animations")
         return None
     return "gif"
-
-
-@contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary path next to ``path`` (same suffix, so writers that go by the extension
-    work) that becomes ``path`` when the block succeeds and is removed when it fails."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}"
-    )
-    os.close(fd)
-    os.chmod(tmp, default_mode())
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def _extent(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float]:
@@ -217,7 +208,7 @@ def plot_frames(
         prediction, reference: [T, X, Y] (reference may be None: one row).
         times: [T]; x: [X], y: [Y] cell centres.
     """
-    frames = _frames(len(times), panels)
+    frames = spread_frames(len(times), panels)
     rows = _rows(prediction, reference, frames)
     extent = _extent(x, y)
     aspect = (extent[3] - extent[2]) / max(extent[1] - extent[0], 1e-300)
@@ -278,7 +269,7 @@ def animate(
     """
     from matplotlib.animation import FFMpegWriter, PillowWriter
 
-    frames = _frames(len(times), max_frames)
+    frames = spread_frames(len(times), max_frames)
     rows = _rows(prediction, reference, frames)
     extent = _extent(x, y)
     aspect = (extent[3] - extent[2]) / max(extent[1] - extent[0], 1e-300)

@@ -3,6 +3,7 @@
 Every metric maps ``prediction, reference`` of the same shape ``[B, ...]`` to one value
 per sample ``[B]`` (the reduction runs over all non-batch axes), so that callers can
 average over trajectories, or over time by passing ``[B*T, ...]`` slices.
+:func:`observation_mse` is the misfit of a prediction at a problem's observations.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from pbdl_cli.problems.base import Observations
 from pbdl_cli.registry import Registry
 
 Metric = Callable[[Tensor, Tensor], Tensor]
@@ -104,3 +106,21 @@ def per_time(
         {name: [T] values as a list}; frame k compares ``prediction[:, k]``.
     """
     return {name: per_frame(name, prediction, reference).mean(dim=0).tolist() for name in names}
+
+
+def observation_mse(prediction: Tensor, observations: Observations | None) -> float | None:
+    """Mean squared misfit of the first trajectory at observations that lie on the output
+    grid (``frame`` and flat ``cell`` indices given), else None.
+
+    Args:
+        prediction: [B, T, C, *spatial].
+        observations: :class:`~pbdl_cli.problems.base.Observations` or None.
+    """
+    if observations is None or observations.frame is None or observations.cell is None:
+        return None
+    if len(observations) == 0:
+        return None
+    t, c = prediction.shape[1:3]
+    flat = prediction[0].reshape(t, c, -1)  # [T, C, cells]
+    values = flat[observations.frame.long(), :, observations.cell.long()]  # [N, C]
+    return float((values - observations.u.double().cpu()).square().mean())

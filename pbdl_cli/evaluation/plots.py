@@ -1,8 +1,8 @@
-"""Figures of ``pbdl evaluate``: prediction against reference, errors, loss curves.
+"""Figures of ``pbdl evaluate`` (prediction against reference, errors, loss curves) and of
+``pbdl report`` (one curve per run).
 
 Every function takes numpy arrays (one trajectory), draws one figure with matplotlib's
-object API (:class:`~matplotlib.figure.Figure`, never pyplot: no global state, no display,
-nothing left open) and writes a PNG atomically (temporary file, then rename).
+object API and writes a PNG atomically (:func:`~pbdl_cli.evaluation.figures.save_figure`).
 
 Conventions: the reference is drawn solid, the prediction dashed in the same colour;
 observations are points. Shapes are named per function; ``T`` frames, ``C`` channels,
@@ -11,48 +11,20 @@ observations are points. Shapes are named per function; ``T`` frames, ``C`` chan
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from pbdl_cli.utils.files import default_mode
+from pbdl_cli.evaluation.comparison import Report
+from pbdl_cli.evaluation.comparison import label as run_label
+from pbdl_cli.evaluation.figures import save_figure, spread_frames
 
-if TYPE_CHECKING:
-    from pbdl_cli.evaluation.gallery import GalleryConfig
-
-DPI = 120
 #: colour of the reference in line plots
 REF_COLOUR = "black"
-
-
-def save_figure(fig: Figure, path: Path, *, dpi: float = DPI) -> Path:
-    """Write ``fig`` as a PNG to ``path`` through a temporary file; returns ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    os.chmod(tmp, default_mode())
-    try:
-        fig.savefig(tmp, format="png", dpi=dpi)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    finally:
-        fig.clear()
-    return path
-
-
-def _frames(count: int, wanted: int) -> list[int]:
-    """Up to ``wanted`` frame indices spread evenly over ``count`` frames (ends included)."""
-    return sorted({round(float(i)) for i in np.linspace(0, count - 1, min(wanted, count))})
 
 
 # -- 1D space-time -------------------------------------------------------------------------
@@ -117,7 +89,7 @@ def plot_slices(
     """
     fig = Figure(figsize=(6.4, 4.0), layout="constrained")
     ax = fig.subplots()
-    frames = _frames(len(t), count)
+    frames = spread_frames(len(t), count)
     colours = [colormaps["viridis"](v) for v in np.linspace(0.0, 0.9, len(frames))]
     for k, colour in zip(frames, colours, strict=True):
         label = f"t = {t[k]:.3g}"
@@ -328,94 +300,62 @@ def plot_error_vs_step(
     return save_figure(fig, path)
 
 
-# -- choosing the figures from the shapes ----------------------------------------------------
-def plot_prediction(
-    out_dir: Path,
-    prediction: np.ndarray,
-    reference: np.ndarray | None,
-    times: np.ndarray,
-    coords: Mapping[str, np.ndarray],
+# -- comparing runs (pbdl report) ------------------------------------------------------
+def _run_colours(count: int) -> list[Any]:
+    if count <= 10:
+        return [colormaps["tab10"](i) for i in range(count)]
+    return [colormaps["viridis"](v) for v in np.linspace(0.0, 0.95, count)]
+
+
+def _line_figure(
+    path: Path,
+    report: Report,
+    curves: Mapping[int, tuple[Sequence[float], Sequence[float | None]]],
     *,
-    fields: Sequence[str],
-    observations: Mapping[str, np.ndarray] | None = None,
-    gallery: GalleryConfig | None = None,
-) -> list[Path]:
-    """The figures that fit the shape of one trajectory; returns the files written.
-
-    ===========================  ===============================================
-    prediction                   figures
-    ===========================  ===============================================
-    [T, C], T > 1 (time only)    ``time_series.png``: u_c(t) with observations
-    [1, C, X] (static, 1D)       ``profile.png``: y_c(x) with observations
-    [T, C, X], T > 1             ``space_time_<field>.png``, ``slices_<field>.png``
-    [T, C, X, Y]                 ``frames_<field>.png``, ``anim_<field>.gif``
-                                 (:mod:`~pbdl_cli.evaluation.gallery`)
-    ===========================  ===============================================
-
-    Args:
-        prediction, reference: [T, C, *spatial] (reference may be None).
-        times: [T]; coords: spatial axis name -> [S_k] cell centres, in axis order.
-        fields: channel names ([C]).
-        observations: optional ``{"t": [N], "x": [N, D], "u": [N, C]}``.
-        gallery: ``gallery.*`` options of 2D predictions (None: the defaults).
-    """
-    spatial = prediction.ndim - 2
-    axes = list(coords.values())
-    written: list[Path] = []
-    obs = observations
-    if spatial == 0 and len(times) > 1:
-        points = (obs["t"], obs["u"]) if obs is not None else None
-        written.append(
-            plot_time_series(
-                out_dir / "time_series.png",
-                prediction,
-                reference,
-                times,
-                fields=fields,
-                points=points,
-            )
+    xlabel: str,
+    ylabel: str,
+    title: str,
+) -> Path | None:
+    """One line per run (``run index -> (x, y)``) on a log y-axis, in the same colour in
+    every figure (values <= 0 or missing are gaps); None when nothing is positive."""
+    colours = _run_colours(len(report.runs))
+    data = []
+    for index, (x, y) in curves.items():
+        values = np.array([np.nan if v is None or v <= 0 else v for v in y], dtype=float)
+        if np.isfinite(values).any():
+            data.append((index, np.asarray(x, dtype=float), values))
+    if not data:
+        return None
+    fig = Figure(figsize=(7.0, 4.4), layout="constrained")
+    ax = fig.subplots()
+    for index, x, y in data:
+        run = report.runs[index]
+        marker = "o" if len(x) <= 30 else None
+        ax.plot(
+            x, y, color=colours[index], marker=marker, ms=3, lw=1.4, label=run_label(run, report)
         )
-    elif spatial == 1 and len(times) == 1:
-        points = (obs["x"][:, 0], obs["u"]) if obs is not None else None
-        written.append(
-            plot_profile(
-                out_dir / "profile.png",
-                prediction[0].T,
-                None if reference is None else reference[0].T,
-                axes[0],
-                fields=fields,
-                points=points,
-            )
-        )
-    elif spatial == 1:
-        points = (obs["x"][:, 0], obs["t"]) if obs is not None else None
-        for c, field in enumerate(fields):
-            ref = None if reference is None else reference[:, c]
-            written.append(
-                plot_space_time(
-                    out_dir / f"space_time_{field}.png",
-                    prediction[:, c],
-                    ref,
-                    times,
-                    axes[0],
-                    field=field,
-                    points=points,
-                )
-            )
-            written.append(
-                plot_slices(
-                    out_dir / f"slices_{field}.png",
-                    prediction[:, c],
-                    ref,
-                    times,
-                    axes[0],
-                    field=field,
-                )
-            )
-    elif spatial == 2:
-        from pbdl_cli.evaluation.gallery import write_gallery
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize="small", ncol=1 if len(data) <= 8 else 2)
+    return save_figure(fig, path)
 
-        written += write_gallery(
-            out_dir, prediction, reference, times, coords, fields=fields, options=gallery
-        )
-    return written
+
+def plot_error_vs_time(path: Path, report: Report) -> Path | None:
+    """Per-frame rel_l2 (``eval/metrics.json`` ``per_time``) of every evaluated run."""
+    curves = {}
+    for index, run in enumerate(report.runs):
+        if run.per_time and run.per_time.get("rel_l2"):
+            t = [np.nan if v is None else v for v in run.per_time["t"]]
+            curves[index] = (t, run.per_time["rel_l2"])
+    title = "relative L2 error per frame (eval/metrics.json)"
+    return _line_figure(path, report, curves, xlabel="t", ylabel="rel_l2", title=title)
+
+
+def plot_loss_curves(path: Path, report: Report) -> Path | None:
+    """``train/loss`` against the step (``metrics.jsonl``) of every run."""
+    curves = {i: run.loss for i, run in enumerate(report.runs) if run.loss[0]}
+    title = "training loss (metrics.jsonl)"
+    return _line_figure(path, report, curves, xlabel="step", ylabel="train/loss", title=title)

@@ -43,7 +43,7 @@ def comparison(out: Path, results: Mapping[str, VariantResult]) -> list[Path]:
     import h5py
     from matplotlib.figure import Figure
 
-    from pbdl_cli.evaluation.plots import save_figure
+    from pbdl_cli.evaluation.figures import save_figure
 
     def field(variant: str, name: str) -> Any:
         with h5py.File(out / variant / "eval" / f"{name}.h5", "r") as f:

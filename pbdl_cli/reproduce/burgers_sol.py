@@ -283,7 +283,7 @@ def figures(out: Path, results: Mapping[str, VariantResult]) -> list[Path]:
     import numpy as np
     from matplotlib.figure import Figure
 
-    from pbdl_cli.evaluation.plots import save_figure
+    from pbdl_cli.evaluation.figures import save_figure
 
     rows = _rows(results)
     fig = Figure(figsize=(13, 5), layout="constrained")

@@ -301,7 +301,7 @@ def _projection_figure(out: Path, results: Mapping[str, VariantResult], name: st
     import torch
     from matplotlib.figure import Figure
 
-    from pbdl_cli.evaluation.plots import save_figure
+    from pbdl_cli.evaluation.figures import save_figure
 
     problem, method, model = _load(results, name, torch.float64)
     fields = problem.data("test")[:1]  # type: ignore[attr-defined]
@@ -343,7 +343,7 @@ def _obstacle_figure(out: Path, results: Mapping[str, VariantResult], name: str)
     import torch
     from matplotlib.figure import Figure
 
-    from pbdl_cli.evaluation.plots import save_figure
+    from pbdl_cli.evaluation.figures import save_figure
 
     _, method, model = _load(results, name, torch.float32)
     result = method.obstacle_test(model)  # type: ignore[attr-defined]

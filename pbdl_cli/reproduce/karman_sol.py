@@ -199,7 +199,7 @@ def figures(out: Path, results: Mapping[str, VariantResult]) -> list[Path]:
     import numpy as np
     from matplotlib.figure import Figure
 
-    from pbdl_cli.evaluation.plots import save_figure
+    from pbdl_cli.evaluation.figures import save_figure
 
     fig = Figure(figsize=(11, 4), layout="constrained")
     l1, l2 = fig.subplots(1, 2)

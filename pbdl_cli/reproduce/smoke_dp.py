@@ -69,7 +69,7 @@ def differences(out: Path, results: Mapping[str, VariantResult]) -> list[Path]:
     from matplotlib.figure import Figure
     from omegaconf import OmegaConf
 
-    from pbdl_cli.evaluation.plots import save_figure
+    from pbdl_cli.evaluation.figures import save_figure
     from pbdl_cli.plugins import load_plugins
     from pbdl_cli.problems import PROBLEMS
     from pbdl_cli.solvers import SOLVERS, rollout

@@ -7,11 +7,11 @@ problem's output grid and writes to ``<run>/eval/`` (Hydra's run directory):
 - ``metrics.json``: the generic metrics against the problem's reference (where one
   exists), the mean |PDE residual| (where the method computes one), the problem's own
   metrics, the misfit at the problem's observations, per-frame errors, rollout metrics
-  (correlation time, spectral errors: :mod:`pbdl_cli.evaluation.rollout`) and provenance;
+  (correlation time, spectral errors: :mod:`pbdl_cli.evaluation.drift`) and provenance;
 - ``prediction.h5`` (and ``reference.h5``): dataset files of schema v1, one trajectory
   per trajectory of the prediction, readable with ``pbdl info``;
-- PNG figures chosen from the prediction's shape (:mod:`pbdl_cli.evaluation.plots`) and
-  the loss curves of the run's ``metrics.jsonl``.
+- PNG figures chosen from the prediction's shape (:mod:`pbdl_cli.evaluation.run_figures`)
+  and the loss curves of the run's ``metrics.jsonl``.
 
 Shapes: prediction and reference are [B, T, C, *spatial] on ``problem.times()`` [T] and
 ``problem.coords()`` (one [S_k] array per spatial axis, none for time-only problems).
@@ -30,16 +30,16 @@ from typing import Any
 
 import torch
 from omegaconf import MISSING, DictConfig, OmegaConf
-from rich.table import Table
 from torch import Tensor
 
 from pbdl_cli.config import to_schema, to_yaml
-from pbdl_cli.console import console
-from pbdl_cli.data.writer import TrajectoryWriter
 from pbdl_cli.errors import PbdlError
-from pbdl_cli.evaluation.gallery import GalleryConfig
-from pbdl_cli.evaluation.metrics import per_time, summarize
-from pbdl_cli.evaluation.rollout import CORR_THRESHOLD, RolloutSummary, rollout_summary
+from pbdl_cli.evaluation.drift import CORR_THRESHOLD, RolloutSummary, rollout_summary
+from pbdl_cli.evaluation.gallery import GalleryConfig, check_gallery_fields
+from pbdl_cli.evaluation.metrics import observation_mse, per_time, summarize
+from pbdl_cli.evaluation.predictions import as_prediction, write_trajectories
+from pbdl_cli.evaluation.run_figures import evaluation_figures, read_records, rollout_figure
+from pbdl_cli.evaluation.tables import print_evaluation
 from pbdl_cli.methods import METHODS, Method, build_method
 from pbdl_cli.methods.grid import GridMethod
 from pbdl_cli.models.base import MODELS
@@ -48,7 +48,7 @@ from pbdl_cli.problems import PROBLEMS, Problem
 from pbdl_cli.problems.base import Observations
 from pbdl_cli.solvers import NO_SOLVER
 from pbdl_cli.stages.base import STAGES, Stage
-from pbdl_cli.stages.generate import refined_simulation
+from pbdl_cli.stages.solver_timing import reference_solver_runtime
 from pbdl_cli.stages.train import TrainConfig, train_config
 from pbdl_cli.training.checkpoint import load_checkpoint
 from pbdl_cli.utils.device import resolve_device, resolve_dtype
@@ -147,19 +147,6 @@ def stored_train_config(state: dict[str, Any], checkpoint: Path) -> DictConfig:
     return cfg
 
 
-def _check_gallery_fields(shown: list[str], problem: Problem) -> None:
-    """``gallery.fields`` names only fields of ``problem`` or derived ones."""
-    from pbdl_cli.evaluation.gallery import DERIVED
-
-    known = [*problem.fields, *DERIVED]
-    unknown = [f for f in shown if f not in known]
-    if unknown:
-        raise PbdlError(
-            f"gallery.fields: {', '.join(unknown)} is not a field of {problem.name} "
-            f"(choose from {', '.join(known)}; vorticity needs u and v)"
-        )
-
-
 @STAGES.register("evaluate")
 class Evaluate(Stage):
     """Score a trained run: metrics, prediction file and plots in <run>/eval."""
@@ -198,7 +185,7 @@ class Evaluate(Stage):
         except PbdlError as error:
             raise PbdlError(f"cannot rebuild the run from {checkpoint}: {error}") from None
         if config.gallery.fields is not None:
-            _check_gallery_fields(config.gallery.fields, problem)
+            check_gallery_fields(config.gallery.fields, problem.fields, problem.name)
         return EvaluateSettings(
             config=config,
             run=run,
@@ -254,12 +241,12 @@ def evaluate(s: EvaluateSettings, out_dir: Path) -> dict[str, Any]:
     if s.device.type == "cuda":
         torch.cuda.synchronize(s.device)
     seconds = time.perf_counter() - start
-    prediction = _as_prediction(predicted, problem, times, coords, "prediction")
+    prediction = as_prediction(predicted, problem.num_channels, times, coords, "prediction")
     reference = problem.reference(times, method.params)
     if reference is None:  # e.g. grid methods: the test trajectories of their dataset
         reference = method.reference()
     if reference is not None:
-        reference = _as_prediction(reference, problem, times, coords, "reference")
+        reference = as_prediction(reference, problem.num_channels, times, coords, "reference")
         if reference.shape != prediction.shape:
             raise PbdlError(
                 f"reference {list(reference.shape)} and prediction {list(prediction.shape)} "
@@ -275,22 +262,30 @@ def evaluate(s: EvaluateSettings, out_dir: Path) -> dict[str, Any]:
 
     result = _metrics(s, model, prediction, reference, observations, times, step)
     result["runtime"] = _runtime(s, seconds, prediction.shape[0], len(times) - 1)
-    files = {"metrics": "metrics.json", "prediction": "prediction.h5"}
-    write_trajectories(
-        out_dir / "prediction.h5", prediction, s, times, coords, kind="prediction", step=step
-    )
-    if reference is not None:
-        write_trajectories(
-            out_dir / "reference.h5", reference, s, times, coords, kind="reference", step=step
-        )
-        files["reference"] = "reference.h5"
+    files = {"metrics": "metrics.json"}
+    for kind, values in (("prediction", prediction), ("reference", reference)):
+        if values is not None:
+            attrs = _provenance(s, times, kind=kind, step=step)
+            write_trajectories(out_dir / f"{kind}.h5", values, times, coords, attrs=attrs,
+                               fields=s.problem.fields, params=s.method.params)  # fmt: skip
+            files[kind] = f"{kind}.h5"
     if s.config.plots:
-        figures = _plots(s, out_dir, prediction, reference, times, coords, observations)
-        figures += _rollout_plot(out_dir, result)
+        figures = evaluation_figures(
+            out_dir,
+            prediction,
+            reference,
+            times,
+            coords,
+            observations,
+            fields=s.problem.fields,
+            gallery=s.config.gallery,
+            records=read_records(s.run / "metrics.jsonl"),
+        )
+        figures += rollout_figure(out_dir, result)
         files["figures"] = [p.name for p in figures]  # type: ignore[assignment]
     result["files"] = files
     atomic_write_text(out_dir / "metrics.json", json.dumps(result, indent=2) + "\n")
-    _print_summary(result, out_dir)
+    print_evaluation(result, out_dir)
     return result
 
 
@@ -312,65 +307,6 @@ def _runtime(s: EvaluateSettings, seconds: float, trajectories: int, steps: int)
         runtime["reference_solver"] = fine
         runtime["speedup"] = fine["seconds_per_step"] / max(runtime["seconds_per_step"], 1e-12)
     return runtime
-
-
-def reference_solver_runtime(method: GridMethod, max_steps: int = 10) -> dict[str, Any] | None:
-    """Seconds per output interval of the solver that made the test split of a grid
-    method, where it was simulated on a finer grid (``data.refine`` > 1; ``None``
-    otherwise), on every test trajectory at once, on the run's device and dtype: what a
-    learned rollout replaces. Times up to ``max_steps`` intervals from the test states'
-    first frame (repeated onto the fine cells), after one untimed interval."""
-    directory = method.directory
-    refine = directory.refine("test")
-    stored = directory.stored_config("test")
-    if refine <= 1 or stored is None:
-        return None
-    problem = PROBLEMS.build(stored.problem)
-    fine_problem, solver = refined_simulation(problem, stored.solver, refine)
-    device, dtype = method.device, method.dtype
-    first, _, _ = method.trajectories("test")
-    state = first[:, -1].to(device, dtype)
-    for axis in range(2, state.dim()):
-        state = state.repeat_interleave(refine, dim=axis)
-    params = {k: v.to(device, dtype) for k, v in directory.params("test").items()}
-    steps = max(1, min(max_steps, method.num_times - 1))
-    dt = fine_problem.dt
-    with torch.no_grad():
-        state = solver(state, dt, params)  # warm-up (allocations, kernels)
-        _synchronize(device)
-        start = time.perf_counter()
-        for _ in range(steps):
-            state = solver(state, dt, params)
-        _synchronize(device)
-        seconds = time.perf_counter() - start
-    return {
-        "seconds_per_step": seconds / steps,
-        "steps_timed": steps,
-        "grid": list(fine_problem.grid.shape),
-        "refine": refine,
-        "solver": str(stored.solver.name),
-    }
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _as_prediction(
-    values: Tensor, problem: Problem, times: Tensor, coords: dict[str, Tensor], what: str
-) -> Tensor:
-    """``values`` as float64 on the CPU, after checking it is [B, T, C, *spatial]."""
-    values = values.detach().to("cpu", torch.float64)
-    expected = [len(times), problem.num_channels, *(len(v) for v in coords.values())]
-    if values.ndim != len(expected) + 1 or list(values.shape[1:]) != expected:
-        raise PbdlError(
-            f"the {what} has shape {list(values.shape)}, expected [B, "
-            + ", ".join(map(str, expected))
-            + "] (B, T, C, *spatial on the problem's output grid)",
-            exit_code=1,
-        )
-    return values
 
 
 def _finite(value: float) -> float | None:
@@ -396,7 +332,7 @@ def _metrics(
         metrics |= summarize(prediction, reference)
         curves = {"t": times.tolist(), **per_time(prediction, reference, PER_TIME)}
         rollout = _rollout(s, prediction, reference, times)
-        if rollout is not None:  # >= 2 frames: mse, nrmse, corr, spectra (rollout.py)
+        if rollout is not None:  # >= 2 frames: mse, nrmse, corr, spectra (drift.py)
             metrics |= rollout.metrics
             curves |= rollout.per_time
     residual = method.residual(model)
@@ -435,7 +371,7 @@ def _metrics(
 def _rollout(
     s: EvaluateSettings, prediction: Tensor, reference: Tensor, times: Tensor
 ) -> RolloutSummary | None:
-    """Rollout metrics (:mod:`pbdl_cli.evaluation.rollout`) of a prediction with >= 2 frames;
+    """Rollout metrics (:mod:`pbdl_cli.evaluation.drift`) of a prediction with >= 2 frames;
     spectra treat the fields as periodic where the problem's grid is."""
     threshold = getattr(s.config, "corr_threshold", None)  # no config key yet: the default
     return rollout_summary(
@@ -447,45 +383,12 @@ def _rollout(
     )
 
 
-def observation_mse(prediction: Tensor, observations: Observations | None) -> float | None:
-    """Mean squared misfit of the first trajectory at observations that lie on the output
-    grid (``frame`` and flat ``cell`` indices given), else None.
-
-    Args:
-        prediction: [B, T, C, *spatial].
-        observations: :class:`~pbdl_cli.problems.base.Observations` or None.
-    """
-    if observations is None or observations.frame is None or observations.cell is None:
-        return None
-    if len(observations) == 0:
-        return None
-    t, c = prediction.shape[1:3]
-    flat = prediction[0].reshape(t, c, -1)  # [T, C, cells]
-    values = flat[observations.frame.long(), :, observations.cell.long()]  # [N, C]
-    return float((values - observations.u.double().cpu()).square().mean())
-
-
-def write_trajectories(
-    path: Path,
-    values: Tensor,
-    s: EvaluateSettings,
-    times: Tensor,
-    coords: dict[str, Tensor],
-    *,
-    kind: str,
-    step: int,
-) -> Path:
-    """Write ``values`` [B, T, C, *spatial] as a schema-v1 dataset file (one field per
-    channel, ``/fields/<channel>`` [B, T, 1, *spatial]); ``split`` is ``kind``."""
-    b = values.shape[0]
-    params = {
-        k: v.detach().cpu().double()
-        for k, v in s.method.params.items()
-        if v.ndim >= 1 and v.shape[0] == b
-    }
+def _provenance(s: EvaluateSettings, times: Tensor, *, kind: str, step: int) -> dict[str, Any]:
+    """Root attributes of ``prediction.h5``/``reference.h5``: what made the values (``split``
+    is ``kind``)."""
     # the solver is provenance only where the method trains through one
     solver = s.train.solver.name if s.method.needs_solver else NO_SOLVER
-    attrs = {
+    return {
         "problem": s.problem.name,
         "solver": str(solver),
         "dt": float(times[1] - times[0]) if len(times) > 1 else 0.0,
@@ -497,119 +400,3 @@ def write_trajectories(
         "checkpoint": s.checkpoint.name,
         "step": step,
     }
-    channels = values.split(1, dim=2)  # [B, T, 1, *spatial] each
-    with TrajectoryWriter(
-        path,
-        num_trajectories=b,
-        num_times=len(times),
-        fields={name: (1, *values.shape[3:]) for name in s.problem.fields},
-        params={k: tuple(v.shape[1:]) for k, v in params.items()},
-        coords={"t": times, **coords},
-        attrs=attrs,
-    ) as writer:
-        writer.write(dict(zip(s.problem.fields, channels, strict=True)), params)
-    return path
-
-
-def _plots(
-    s: EvaluateSettings,
-    out_dir: Path,
-    prediction: Tensor,
-    reference: Tensor | None,
-    times: Tensor,
-    coords: dict[str, Tensor],
-    observations: Observations | None,
-) -> list[Path]:
-    """Figures of the first trajectory (of ``gallery.trajectory`` for 2D predictions) and
-    the loss curves; returns the files written."""
-    from pbdl_cli.evaluation.plots import plot_losses, plot_prediction
-
-    obs = None
-    if observations is not None and len(observations):
-        obs = {
-            "t": observations.t.detach().double().cpu().reshape(-1).numpy(),
-            "x": observations.x.detach().double().cpu().reshape(len(observations), -1).numpy(),
-            "u": observations.u.detach().double().cpu().reshape(len(observations), -1).numpy(),
-        }
-    gallery = s.config.gallery
-    b = gallery.trajectory if len(coords) == 2 else 0  # the 2D gallery may show another one
-    figures = plot_prediction(
-        out_dir,
-        prediction[b].numpy(),
-        None if reference is None else reference[b].numpy(),
-        times.numpy(),
-        {k: v.numpy() for k, v in coords.items()},
-        fields=list(s.problem.fields),
-        observations=obs,
-        gallery=gallery,
-    )
-    records = read_records(s.run / "metrics.jsonl")
-    losses = plot_losses(out_dir / "loss.png", records)
-    if losses is not None:
-        figures.append(losses)
-    return figures
-
-
-def _rollout_plot(out_dir: Path, result: dict[str, Any]) -> list[Path]:
-    """``error_vs_step.png`` of the rollout curves in ``result`` (where there are some)."""
-    from pbdl_cli.evaluation.plots import plot_error_vs_step
-
-    curves, info = result["per_time"], result.get("rollout")
-    if curves is None or info is None:
-        return []
-    frame = result["metrics"].get("corr_time_frame")
-    path = plot_error_vs_step(
-        out_dir / "error_vs_step.png",
-        curves["t"],
-        curves["rel_l2"],
-        curves.get("corr"),
-        threshold=info.get("corr_threshold"),
-        corr_frame=None if frame is None or not info.get("corr_time_reached") else int(frame),
-    )
-    return [path]
-
-
-def read_records(path: Path) -> list[dict[str, Any]]:
-    """The JSON records of a run's ``metrics.jsonl`` (unreadable lines are skipped)."""
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # e.g. a line cut by a crash
-        if isinstance(record, dict):
-            records.append(record)
-    return records
-
-
-def _print_summary(result: dict[str, Any], out_dir: Path) -> None:
-    table = Table(header_style="bold")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for key, value in result["metrics"].items():
-        table.add_row(key, "n/a" if value is None else f"{value:.4e}")
-    if not result["metrics"]:
-        table.add_row("(none)", "no reference, residual or problem metrics")
-    console.print(
-        f"{result['method']} / {result['model']} on {result['problem']}, "
-        f"{Path(result['checkpoint']).name} (step {result['step']}), "
-        f"prediction {result['shape']}",
-        soft_wrap=True,
-    )
-    console.print(table)
-    runtime = result.get("runtime") or {}
-    if "seconds_per_step" in runtime:
-        line = (
-            f"prediction: {runtime['predict_seconds']:.3g} s for {runtime['trajectories']} "
-            f"trajectories x {runtime['steps']} steps ({runtime['seconds_per_step']:.3g} s/step)"
-        )
-        fine = runtime.get("reference_solver")
-        if fine:
-            line += (
-                f"; the reference solver on {'x'.join(map(str, fine['grid']))} cells: "
-                f"{fine['seconds_per_step']:.3g} s/step (speed-up {runtime['speedup']:.3g}x)"
-            )
-        console.print(line, soft_wrap=True)
-    console.print(f"evaluation written to {out_dir}", soft_wrap=True)

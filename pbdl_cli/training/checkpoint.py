@@ -13,10 +13,8 @@ trainer's ``load_state_dict`` calls move model and optimizer states to their dev
 
 from __future__ import annotations
 
-import os
 import pickle
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +22,7 @@ import numpy as np
 import torch
 
 from pbdl_cli.errors import PbdlError
-from pbdl_cli.utils.files import default_mode
+from pbdl_cli.utils.files import atomic_path
 
 
 def rng_state() -> dict[str, Any]:
@@ -75,16 +73,8 @@ def _numpy_globals() -> list[Any]:
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     """``torch.save`` to ``path`` through a temporary file and an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    os.chmod(tmp, default_mode())
-    try:
+    with atomic_path(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

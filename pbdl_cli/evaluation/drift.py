@@ -1,4 +1,4 @@
-r"""Rollout metrics: how a surrogate's trajectory drifts from the reference, frame by frame.
+r"""Drift (rollout) metrics: how a surrogate's trajectory drifts from the reference, frame by frame.
 
 Predictions ``p`` and references ``r`` are [B, T, C, *spatial]: B trajectories of T frames,
 C channels on a grid of D = 0, 1 or 2 spatial axes (``S = (S_1, .., S_D)`` cells). Every

@@ -1,4 +1,4 @@
-"""Rollout metrics (pbdl_cli/evaluation/rollout.py) against hand computations, and their
+"""Drift (rollout) metrics (pbdl_cli/evaluation/drift.py) against hand computations, and their
 place in ``pbdl evaluate``'s metrics.json and figures."""
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ import torch
 from omegaconf import OmegaConf
 
 from pbdl_cli.evaluation import plots
-from pbdl_cli.evaluation.metrics import per_frame
-from pbdl_cli.evaluation.rollout import (
+from pbdl_cli.evaluation.drift import (
     correlation,
     correlation_time,
     energy_spectrum,
     rollout_summary,
     spectral_errors,
 )
+from pbdl_cli.evaluation.metrics import per_frame
 from pbdl_cli.methods import build_method
 from pbdl_cli.problems import PROBLEMS
 from pbdl_cli.runner import compose
