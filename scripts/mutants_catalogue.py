@@ -120,7 +120,7 @@ MUTANTS: list[Mutant] = [
     ),
     m(
         "trainer-config-strings-kept",
-        "training/trainer.py",
+        "training/config.py",
         "                setattr(self, field, kind(value))",
         "                kind(value)",
         ["tests/test_trainer.py"],

@@ -13,8 +13,9 @@ import torch
 from torch import nn
 
 from pbdl_cli.training import TrainerConfig, TrainingDiverged, fit, load_checkpoint
+from pbdl_cli.training.config import OptimizerName, SchedulerName
 from pbdl_cli.training.objective import Objective
-from pbdl_cli.training.trainer import OptimizerName, SchedulerName, TrainingInterrupted
+from pbdl_cli.training.trainer import TrainingInterrupted
 
 
 class Regression(Objective):

@@ -36,8 +36,9 @@ from pbdl_cli.registry import PluginConfig
 from pbdl_cli.solvers import NO_SOLVER, SOLVERS
 from pbdl_cli.stages.base import STAGES, Stage, plugin_configs
 from pbdl_cli.training import distributed
+from pbdl_cli.training.config import TrainerConfig
 from pbdl_cli.training.distributed import Launch
-from pbdl_cli.training.trainer import TrainerConfig, TrainingDiverged, TrainingInterrupted, fit
+from pbdl_cli.training.trainer import TrainingDiverged, TrainingInterrupted, fit
 from pbdl_cli.utils.device import resolve_device, resolve_dtype
 from pbdl_cli.utils.files import atomic_write_text
 

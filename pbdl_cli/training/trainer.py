@@ -27,7 +27,6 @@ the progress bar and validates; on resume every process loads ``last.pt``.
 from __future__ import annotations
 
 import dataclasses
-import enum
 import json
 import math
 import random
@@ -47,96 +46,10 @@ from torch import Tensor, nn
 from pbdl_cli.errors import PbdlError
 from pbdl_cli.training import distributed
 from pbdl_cli.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from pbdl_cli.training.config import OptimizerName, StrategyName, TrainerConfig
 from pbdl_cli.training.objective import Objective
+from pbdl_cli.training.optimizers import Phase, make_phase
 from pbdl_cli.utils.progress import progress
-
-
-class OptimizerName(str, enum.Enum):
-    adam = "adam"
-    adamw = "adamw"
-    sgd = "sgd"
-    lbfgs = "lbfgs"
-
-
-class StrategyName(str, enum.Enum):
-    single = "single"
-    ddp = "ddp"
-
-
-class SchedulerName(str, enum.Enum):
-    none = "none"
-    cosine = "cosine"
-    exponential = "exponential"
-    step = "step"
-
-
-@dataclasses.dataclass
-class TrainerConfig:
-    """Options of the training loop (``trainer.<key>``).
-
-    Attributes:
-        max_steps: steps of the first phase (``optimizer``).
-        optimizer: adam, adamw, sgd, or lbfgs (then the whole run is L-BFGS).
-        lr, weight_decay, momentum, betas: optimizer settings (momentum: SGD only).
-        scheduler: none, cosine (to 0 over the phase), exponential (``gamma`` per step)
-            or step (``gamma`` every ``step_size`` steps).
-        grad_clip: clip the gradient norm to this value (first-order phase only).
-        lbfgs_steps: L-BFGS steps after the first phase (0: none).
-        lbfgs_lr, lbfgs_max_iter, lbfgs_history: L-BFGS step size, function evaluations
-            per step and history size (strong-Wolfe line search).
-        log_every, eval_every, checkpoint_every: in steps (0 disables eval/checkpoints
-            until the end).
-        seed: seeds torch, numpy and python's random at the start.
-        tensorboard: also write TensorBoard event files to ``<run dir>/tensorboard``
-            (``null``: when the ``tensorboard`` package is installed).
-        strategy: single (one process) or ddp (data-parallel over the processes of a
-            torchrun launch; the method's batch is per process).
-    """
-
-    max_steps: int = 1000
-    optimizer: OptimizerName = OptimizerName.adam
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    momentum: float = 0.9
-    betas: list[float] = dataclasses.field(default_factory=lambda: [0.9, 0.999])
-    scheduler: SchedulerName = SchedulerName.none
-    gamma: float = 0.5
-    step_size: int = 1000
-    grad_clip: float | None = None
-    lbfgs_steps: int = 0
-    lbfgs_lr: float = 1.0
-    lbfgs_max_iter: int = 20
-    lbfgs_history: int = 50
-    log_every: int = 50
-    eval_every: int = 500
-    checkpoint_every: int = 500
-    seed: int = 0
-    tensorboard: bool | None = None
-    strategy: StrategyName = StrategyName.single
-
-    def __post_init__(self) -> None:
-        # plain strings (a config built in Python) become the enums the loop compares with
-        for field, kind in (
-            ("optimizer", OptimizerName),
-            ("scheduler", SchedulerName),
-            ("strategy", StrategyName),
-        ):
-            value = getattr(self, field)
-            try:
-                setattr(self, field, kind(value))
-            except ValueError:
-                choices = ", ".join(k.value for k in kind)
-                raise ValueError(f"{field} must be one of {choices} (got {value!r})") from None
-        if self.max_steps < 0 or self.lbfgs_steps < 0 or self.max_steps + self.lbfgs_steps < 1:
-            raise ValueError("max_steps and lbfgs_steps must be >= 0 and not both 0")
-        if self.lr <= 0 or self.lbfgs_lr <= 0:
-            raise ValueError("learning rates must be > 0")
-        if self.log_every < 1 or self.eval_every < 0 or self.checkpoint_every < 0:
-            raise ValueError("log_every must be >= 1; eval_every, checkpoint_every >= 0")
-        if self.grad_clip is not None and self.grad_clip <= 0:
-            raise ValueError("grad_clip must be > 0 (or null)")
-        if len(self.betas) != 2:
-            raise ValueError("betas must be [beta1, beta2]")
 
 
 class TrainingDiverged(PbdlError):
@@ -157,15 +70,6 @@ class TrainResult:
     terms: dict[str, float]
     best: float | None
     seconds: float
-
-
-@dataclasses.dataclass
-class _Phase:
-    name: str
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None
-    first_step: int
-    last_step: int  # exclusive
 
 
 def fit(
@@ -215,7 +119,7 @@ def fit(
     # 1. seeds and the first phase
     if not resume:
         _seed_everything(config.seed)
-    phase = _make_phase(config, model, lbfgs=config.optimizer is OptimizerName.lbfgs)
+    phase = make_phase(config, model, lbfgs=config.optimizer is OptimizerName.lbfgs)
     step, best = 0, math.inf
 
     # 2. resume: restore everything that shapes the next step (every process loads
@@ -224,7 +128,7 @@ def fit(
         state = load_checkpoint(checkpoints / "last.pt")
         model.load_state_dict(state["model"])
         step, best = int(state["step"]), float(state.get("best", math.inf))
-        phase = _make_phase(config, model, lbfgs=state["phase"] == "lbfgs")
+        phase = make_phase(config, model, lbfgs=state["phase"] == "lbfgs")
         phase.optimizer.load_state_dict(state["optimizer"])
         if phase.scheduler is not None and state.get("scheduler") is not None:
             phase.scheduler.load_state_dict(state["scheduler"])
@@ -259,7 +163,7 @@ def fit(
     ):
         while step < total:
             if step == phase.last_step:  # switch to the L-BFGS phase
-                phase = _make_phase(config, model, lbfgs=True)
+                phase = make_phase(config, model, lbfgs=True)
             terms, stop = _train_step(method, net, phase, config, step, sync, interrupted)
             if not all(math.isfinite(v) for v in terms.values()):
                 bar.close()
@@ -307,7 +211,7 @@ def fit(
 def _train_step(
     method: Objective,
     model: nn.Module,
-    phase: _Phase,
+    phase: Phase,
     config: TrainerConfig,
     step: int,
     sync: distributed.StepSync | None = None,
@@ -350,47 +254,6 @@ def _train_step(
     if phase.scheduler is not None:
         phase.scheduler.step()
     return {k: float(v) for k, v in seen.items()}, stop[0]
-
-
-def _make_phase(config: TrainerConfig, model: nn.Module, *, lbfgs: bool) -> _Phase:
-    params = list(model.parameters())
-    if lbfgs:
-        optimizer = torch.optim.LBFGS(
-            params,
-            lr=config.lbfgs_lr if config.optimizer is not OptimizerName.lbfgs else config.lr,
-            max_iter=config.lbfgs_max_iter,
-            history_size=config.lbfgs_history,
-            line_search_fn="strong_wolfe",
-            tolerance_grad=1e-12,
-            tolerance_change=1e-14,
-        )
-        first = 0 if config.optimizer is OptimizerName.lbfgs else config.max_steps
-        return _Phase("lbfgs", optimizer, None, first, config.max_steps + config.lbfgs_steps)
-    if config.optimizer is OptimizerName.sgd:
-        optimizer = torch.optim.SGD(
-            params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-        )
-    else:
-        kind = torch.optim.AdamW if config.optimizer is OptimizerName.adamw else torch.optim.Adam
-        optimizer = kind(
-            params, lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay
-        )
-    return _Phase(
-        config.optimizer.value, optimizer, _scheduler(config, optimizer), 0, config.max_steps
-    )
-
-
-def _scheduler(
-    config: TrainerConfig, optimizer: torch.optim.Optimizer
-) -> torch.optim.lr_scheduler.LRScheduler | None:
-    sched = torch.optim.lr_scheduler
-    if config.scheduler is SchedulerName.cosine:
-        return sched.CosineAnnealingLR(optimizer, T_max=max(config.max_steps, 1))
-    if config.scheduler is SchedulerName.exponential:
-        return sched.ExponentialLR(optimizer, gamma=config.gamma)
-    if config.scheduler is SchedulerName.step:
-        return sched.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
-    return None
 
 
 def _validate(
