@@ -29,7 +29,7 @@ MUTANTS: list[Mutant] = [
         "training/trainer.py",
         "        if config.grad_clip is not None:",
         "        if False:",
-        ["tests/test_trainer.py"],
+        ["tests/training/test_trainer.py"],
         "trainer.grad_clip has no effect",
     ),
     m(
@@ -37,7 +37,7 @@ MUTANTS: list[Mutant] = [
         "training/trainer.py",
         '        if phase.scheduler is not None and state.get("scheduler") is not None:',
         "        if False:",
-        ["tests/test_trainer.py"],
+        ["tests/training/test_trainer.py"],
         "a resumed run restarts its learning-rate schedule",
     ),
     m(
@@ -45,7 +45,7 @@ MUTANTS: list[Mutant] = [
         "training/trainer.py",
         "                if value < best:",
         "                if value > best or best == math.inf:",
-        ["tests/test_trainer.py"],
+        ["tests/training/test_trainer.py"],
         "best.pt keeps the worst validation value, not the best",
     ),
     m(
@@ -53,7 +53,7 @@ MUTANTS: list[Mutant] = [
         "training/checkpoint.py",
         '    np.random.set_state(state["numpy"])',
         "    pass",
-        ["tests/test_trainer.py", "tests/test_grid_methods.py"],
+        ["tests/training/test_trainer.py", "tests/methods/test_grid.py"],
         "resume does not restore numpy's random state",
     ),
     # -- data --------------------------------------------------------------------------------
@@ -63,7 +63,7 @@ MUTANTS: list[Mutant] = [
         "    for path, dtype, shape, digest in sorted(entries, key=lambda e: e[0]):",
         "    for path, dtype, shape, digest in sorted("
         '(e for e in entries if not e[0].startswith("coords/")), key=lambda e: e[0]):',
-        ["tests/test_checksum.py"],
+        ["tests/data/test_checksum.py"],
         "a changed coordinate (times, cell centres) passes verification",
     ),
     m(
@@ -71,7 +71,7 @@ MUTANTS: list[Mutant] = [
         "data/checksum.py",
         "        outer.update(dataset_header(path, dtype, shape))",
         "        pass",
-        ["tests/test_checksum.py"],
+        ["tests/data/test_checksum.py"],
         "a renamed, retyped or reshaped dataset with the same bytes passes verification",
     ),
     m(
@@ -81,7 +81,7 @@ MUTANTS: list[Mutant] = [
         "    for path, dtype, shape, digest in sorted((e for e in entries if not "
         'e[0].startswith("fields/") or e[0] == min(x[0] for x in entries '
         'if x[0].startswith("fields/"))), key=lambda e: e[0]):',
-        ["tests/test_checksum.py"],
+        ["tests/data/test_checksum.py"],
         "every field but the first can change unnoticed",
     ),
     # -- stages ----------------------------------------------------------------------------
@@ -90,7 +90,7 @@ MUTANTS: list[Mutant] = [
         "stages/generate.py",
         "    split_seed = derive_seed(s.config.seed, split)",
         '    split_seed = derive_seed(s.config.seed, "train")',
-        ["tests/test_generate.py"],
+        ["tests/stages/test_generate.py"],
         "every split drawn from the train split's seed (train = val = test)",
     ),
     # -- config ------------------------------------------------------------------------------
@@ -123,7 +123,7 @@ MUTANTS: list[Mutant] = [
         "training/config.py",
         "                setattr(self, field, kind(value))",
         "                kind(value)",
-        ["tests/test_trainer.py"],
+        ["tests/training/test_trainer.py"],
         "TrainerConfig(scheduler='step') silently trains without a schedule",
     ),
     # -- numerics and solvers ----------------------------------------------------------------
@@ -132,7 +132,7 @@ MUTANTS: list[Mutant] = [
         "solvers/burgers_spectral.py",
         "                and torch.equal(last_nu, nu.to(last_nu.dtype))",
         "                and True",
-        ["tests/test_burgers_spectral.py"],
+        ["tests/solvers/test_burgers_spectral.py"],
         "the ETDRK4 fast-path coefficients are reused for another viscosity",
     ),
     m(
@@ -140,7 +140,7 @@ MUTANTS: list[Mutant] = [
         "numerics/pressure.py",
         "    return x, SolveInfo(iterations, residual, residual <= 10 * threshold)",
         "    return x, SolveInfo(iterations, residual, residual >= 0)",
-        ["tests/test_pressure.py"],
+        ["tests/numerics/test_pressure.py"],
         "CG reports convergence whatever residual it reached",
     ),
     m(
@@ -148,7 +148,7 @@ MUTANTS: list[Mutant] = [
         "numerics/pressure.py",
         "    threshold = torch.clamp(tol * amax(b), min=atol)",
         "    threshold = tol * amax(b)",
-        ["tests/test_pressure.py"],
+        ["tests/numerics/test_pressure.py"],
         "the absolute CG tolerance has no effect",
     ),
     m(
@@ -156,7 +156,7 @@ MUTANTS: list[Mutant] = [
         "numerics/pressure.py",
         "            if self.warm_start and not backward and self._last is not None:",
         "            if False:",
-        ["tests/test_pressure.py"],
+        ["tests/numerics/test_pressure.py"],
         "pressure.warm_start never starts from the last solution",
     ),
     m(
@@ -164,7 +164,7 @@ MUTANTS: list[Mutant] = [
         "solvers/ns_mac.py",
         "        if self.config.cfl is not None:",
         "        if False:",
-        ["tests/test_ns_solver.py"],
+        ["tests/solvers/test_ns_mac.py"],
         "solver.cfl does not substep fast flows",
     ),
     m(
@@ -172,7 +172,7 @@ MUTANTS: list[Mutant] = [
         "solvers/ns_mac.py",
         "        if not self._warned and not bool(info.converged.all()):",
         "        if False:",
-        ["tests/test_ns_solver.py"],
+        ["tests/solvers/test_ns_mac.py"],
         "a pressure solve that did not converge goes unreported",
     ),
     # -- problems ------------------------------------------------------------------------------
@@ -181,7 +181,7 @@ MUTANTS: list[Mutant] = [
         "problems/burgers.py",
         '        return u_t + u * u_x - params["nu"] * u_xx',
         '        return u_t + u * u_x + params["nu"] * u_xx',
-        ["tests/test_pinn.py", "tests/test_problem_burgers.py"],
+        ["tests/methods/test_pinn.py", "tests/problems/test_burgers.py"],
         "the PINN's Burgers residual with anti-diffusion",
     ),
     # -- evaluation ------------------------------------------------------------------------------
@@ -190,7 +190,7 @@ MUTANTS: list[Mutant] = [
         "evaluation/metrics.py",
         "    return rms / _flat(reference).square().mean(dim=1).sqrt().clamp_min(_EPS)",
         "    return rms / _flat(reference).std(dim=1).clamp_min(_EPS)",
-        ["tests/test_metrics.py"],
+        ["tests/evaluation/test_metrics.py"],
         "nrmse divided by the reference's standard deviation instead of its RMS",
     ),
     m(
@@ -198,7 +198,7 @@ MUTANTS: list[Mutant] = [
         "evaluation/metrics.py",
         "    return diff / _flat(reference).norm(dim=1).clamp_min(_EPS)",
         "    return diff / _flat(prediction).norm(dim=1).clamp_min(_EPS)",
-        ["tests/test_metrics.py"],
+        ["tests/evaluation/test_metrics.py"],
         "relative L2 divided by the prediction's norm",
     ),
     # -- models ----------------------------------------------------------------------------------
@@ -208,7 +208,7 @@ MUTANTS: list[Mutant] = [
         "        return append_params(x, params, self.num_params, model=self.name)",
         "        return append_params(x, params * 0 if params is not None else None, "
         "self.num_params, model=self.name)",
-        ["tests/test_models_grid.py"],
+        ["tests/models/test_grid_models.py"],
         "grid models ignore the conditioning parameters",
     ),
 ]

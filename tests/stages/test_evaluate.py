@@ -253,7 +253,10 @@ def test_plots_for_time_only_static_and_2d_shapes(tmp_path: Path) -> None:
     written = run_figures.plot_prediction(
         tmp_path / "2d", field, None, np.arange(3.0), axes, fields=["w"]
     )
-    assert [p.name for p in written] == ["frames_w.png", "anim_w.gif"]  # tests/test_gallery.py
+    assert [p.name for p in written] == [
+        "frames_w.png",
+        "anim_w.gif",
+    ]  # tests/evaluation/test_gallery.py
     assert_png(written[0])
     # a single value (no space, one frame) has no figure; the metrics say everything
     assert (

@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,7 +14,7 @@ from pbdl_cli.errors import PbdlError
 from pbdl_cli.evaluation.metrics import rel_l2
 from pbdl_cli.problems.cole_hopf import burgers_sine_exact
 from pbdl_cli.solvers import rollout
-from tests.conftest import build, initial
+from tests.conftest import REPO, build, initial
 
 SOLVERS = ("burgers_sl", "burgers_spectral")
 
@@ -48,7 +47,7 @@ def test_sl_reproduces_book_chapter_3_6(dtype):
 
 def test_sl_matches_phiflow_state_for_state():
     """The same scheme as PhiFlow's diffuse.explicit + advect.semi_lagrangian, to rounding."""
-    reference = json.loads((Path(__file__).parent / "data" / "phiflow_book_case.json").read_text())
+    reference = json.loads((REPO / "tests" / "fixtures" / "phiflow_book_case.json").read_text())
     n = 128
     problem, solver = build(
         {"nx": n, "nu": 0.01 / (n * math.pi), "ic": "sine", "bc": "periodic", "dt": 1 / 32},
