@@ -51,7 +51,7 @@ MUTANTS: list[Mutant] = [
     m(
         "checkpoint-numpy-rng-not-restored",
         "training/checkpoint.py",
-        '    np.random.set_state(state["numpy"])',
+        "    np.random.set_state(numpy)",
         "    pass",
         ["tests/training/test_trainer.py", "tests/methods/test_grid.py"],
         "resume does not restore numpy's random state",
@@ -125,6 +125,64 @@ MUTANTS: list[Mutant] = [
         "                kind(value)",
         ["tests/training/test_trainer.py"],
         "TrainerConfig(scheduler='step') silently trains without a schedule",
+    ),
+    # -- grid methods ----------------------------------------------------------------------
+    m(
+        "rollout-history-reversed",
+        "solvers/rollout.py",
+        "        frames = torch.cat([frames[:, 1:], state[:, None]], dim=1)",
+        "        frames = torch.cat([state[:, None], frames[:, :-1]], dim=1)",
+        ["tests/methods/test_grid.py"],
+        "a history > 1 rollout feeds its frames newest first",
+    ),
+    m(
+        "grid-test-data-ignored",
+        "methods/grid.py",
+        "            test_data=config.test_data,",
+        "            test_data=None,",
+        ["tests/methods/test_grid.py"],
+        "method.test_data is ignored: the run is scored on its own dataset's test split",
+    ),
+    m(
+        "noise-not-scaled-by-std",
+        "data/batches.py",
+        "            history = history + self.noise * self.noise_scale * eps",
+        "            history = history + self.noise * eps",
+        ["tests/methods/test_grid.py", "tests/data/test_batches.py"],
+        "input noise in normalized units, not scaled by each channel's std",
+    ),
+    m(
+        "validation-by-prediction-norm",
+        "methods/grid.py",
+        '        return {"rel_l2": float((prediction - target).norm() / target.norm())}',
+        '        return {"rel_l2": float((prediction - target).norm() / prediction.norm())}',
+        ["tests/methods/test_grid.py"],
+        "the validation error that picks best.pt divides by the prediction's norm",
+    ),
+    # -- reproduce and utils ---------------------------------------------------------------
+    m(
+        "within-one-sided",
+        "reproduce/checks.py",
+        "        return published / self.factor <= value <= published * self.factor",
+        "        return value <= published * self.factor",
+        ["tests/reproduce/test_reproduce.py::test_criteria_judge_each_kind"],
+        "a Within(factor) check passes values far below the published one",
+    ),
+    m(
+        "at-most-inclusive-wrong-way",
+        "reproduce/checks.py",
+        "        return value <= self.bound",
+        "        return value >= self.bound",
+        ["tests/reproduce/test_reproduce.py::test_criteria_judge_each_kind"],
+        "an AtMost(x) check judges the wrong side",
+    ),
+    m(
+        "derive-seed-ignores-labels",
+        "utils/seeding.py",
+        "    digest = hashlib.sha256(repr(keys).encode()).digest()",
+        "    digest = hashlib.sha256(repr(keys[:1]).encode()).digest()",
+        ["tests/stages/test_generate.py"],
+        "sub-seeds ignore their labels: every split and trajectory draws the same numbers",
     ),
     # -- numerics and solvers ----------------------------------------------------------------
     m(

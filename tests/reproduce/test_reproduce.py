@@ -74,6 +74,7 @@ def test_criteria_judge_each_kind():
     assert not within.judge(0.09, None) and not within.judge(0.39, None)
     at_most = Check("a", "v", MAE, criterion=AtMost(2e-3))
     assert at_most.judge(2e-3, None) and at_most.target() == "<= 0.002"
+    assert at_most.judge(1e-3, None) and not at_most.judge(3e-3, None)
     assert not at_most.judge(float("nan"), None) and at_most.judge(None, None) is False
     assert Check("a", "v", MAE, criterion=AtLeast(0.3)).judge(0.5, None)
     below = Check("a", "v", MAE, criterion=Below("w", MAE))
