@@ -221,6 +221,8 @@ def _start_long_generate(workdir: Path) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
         env=cli_env(),
+        # a background job of a non-interactive shell inherits SIGINT ignored: undo that
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
