@@ -186,7 +186,7 @@ def main() -> None:
             "torch": torch.__version__,
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         },
-        "settings": vars(args) | {"out": str(args.out), "models": MODELS},
+        "settings": vars(args) | {"out": args.out.name, "models": MODELS},
         "results": results,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -44,12 +44,7 @@ TINY = {"name": "resnet", "width": 4, "blocks": 1}
 METHOD_NAMES = ("supervised", "unrolled", "non", "pre", "sol")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -28,13 +28,7 @@ BOOK_SCHEME = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small grids run fastest on one thread (and do not fight other jobs for cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _problem(**config) -> Karman:

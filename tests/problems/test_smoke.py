@@ -50,13 +50,7 @@ DP_PROBLEM = {
 DP_SOLVER = {**BOOK_SOLVER, "scalar_advection": "maccormack", "diffusion": "none"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small grids: intra-op threads only wait for each other (badly on a busy CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def smoke(**options):
