@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import signal
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -239,3 +241,30 @@ def test_grad_clip_bounds_every_update(tmp_path):
         [(p.detach() - b).flatten() for p, b in zip(net.parameters(), before, strict=True)]
     )
     assert moved.norm().item() == pytest.approx(clip, rel=1e-5)
+
+
+class NumpyRegression(Regression):
+    """As Regression, with its mini-batches drawn from numpy's global RNG (and python's)."""
+
+    def loss(self, model: nn.Module, step: int) -> dict[str, torch.Tensor]:
+        if step == self.interrupt_at:
+            self.interrupt_at = None
+            os.kill(os.getpid(), signal.SIGINT)
+        shift = random.random() * 1e-3
+        x = torch.from_numpy(np.random.rand(16, 1).astype(np.float32)) + shift
+        mse = (model(x) - (3 * x - 1)).square().mean()
+        return {"loss": mse, "mse": mse}
+
+
+def test_resume_restores_numpy_and_python_random_states(tmp_path):
+    config = TrainerConfig(max_steps=20, lr=1e-2, log_every=1, eval_every=0, checkpoint_every=5)
+    straight = model()
+    fit(NumpyRegression(), straight, config, tmp_path / "straight")
+    with pytest.raises(TrainingInterrupted):
+        fit(NumpyRegression(interrupt_at=12), model(), config, tmp_path / "cut")
+    np.random.seed(999)  # a new process would start with other states
+    random.seed(999)
+    fresh = model()
+    fit(NumpyRegression(), fresh, config, tmp_path / "cut", resume=True)
+    for a, b in zip(straight.parameters(), fresh.parameters(), strict=True):
+        assert torch.equal(a, b)
