@@ -26,8 +26,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from pbdl_cli.config import translate
-from pbdl_cli.errors import PbdlError, did_you_mean
+from pbdl_cli.errors import PbdlError
+from pbdl_cli.overrides import compose_error, sweep_combinations
 from pbdl_cli.plugins import load_plugins
 from pbdl_cli.search_path import config_dirs, searching
 
@@ -124,76 +124,6 @@ def _compose(
             return hydra_compose(stage, overrides=overrides, return_hydra_config=with_hydra)
         except Exception as error:  # Hydra raises many types; all become one message
             raise compose_error(error, stage) from None
-
-
-def compose_error(error: Exception, stage: str) -> PbdlError:
-    """Translate a Hydra composition error into one readable message."""
-    from hydra.errors import MissingConfigException, OverrideParseException
-    from omegaconf.errors import OmegaConfBaseException
-
-    if isinstance(error, PbdlError):
-        return error
-    if isinstance(error, OverrideParseException):
-        return PbdlError(f"cannot parse override: {str(error).splitlines()[0]}")
-    if isinstance(error, MissingConfigException):
-        missing = error.missing_cfg_file or ""
-        group, _, option = missing.rpartition("/")
-        options = [o for o in (error.options or []) if not o.endswith("_default")]
-        if group:
-            kind = group.replace("/", ".")
-            hint = ""
-            if group.startswith("hydra/launcher"):
-                hint = " (install the launcher plugin, e.g. pip install hydra-joblib-launcher)"
-            return PbdlError(
-                f"unknown {kind} '{option}'{did_you_mean(option, options)}; "
-                f"available: {', '.join(options) or '(none)'}{hint}"
-            )
-        return PbdlError(f"cannot find config '{missing}'")
-    cause = error.__cause__ or error.__context__
-    if isinstance(cause, OmegaConfBaseException):
-        from pbdl_cli.stages import STAGES
-
-        default = STAGES.entry(stage).obj.Config if stage in STAGES else None
-        schema = getattr(cause, "object_type", None) or default
-        return translate(cause, schema=schema if isinstance(schema, type) else None)
-    message = str(error).strip()
-    return PbdlError(message.splitlines()[0] if message else type(error).__name__)
-
-
-def sweep_combinations(overrides: list[str]) -> list[list[str]]:
-    """Override lists that together visit every value of every sweep at least once.
-
-    A cartesian product could be huge; each value of each sweep is checked once, with
-    the other sweeps at their first value. Sweeps that cannot be enumerated (intervals,
-    globs) are checked with none of their values.
-    """
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except Exception as error:
-        raise compose_error(error, "") from None
-    base: list[str] = []
-    sweeps: list[tuple[int, list[str]]] = []
-    for override in parsed:
-        text = override.input_line
-        if override.is_sweep_override():
-            try:
-                values = list(override.sweep_string_iterator())
-            except Exception:
-                continue  # not enumerable: leave it to Hydra's sweeper
-            key = override.get_key_element()
-            sweeps.append((len(base), [f"{key}={v}" for v in values]))
-            base.append(sweeps[-1][1][0] if values else text)
-        else:
-            base.append(text)
-    combos = [base]
-    for index, values in sweeps:
-        for value in values[1:]:
-            combo = list(base)
-            combo[index] = value
-            combos.append(combo)
-    return combos
 
 
 @dataclasses.dataclass
@@ -347,6 +277,36 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _resumed(
+    stage_name: str, args: list[str], parsed: argparse.Namespace
+) -> tuple[list[str], argparse.Namespace]:
+    """``resume=true``: the run's stored overrides before the new ones, and Hydra's record
+    of this resume in ``.hydra/resume-<k>`` (see :mod:`pbdl_cli.stages.resume`)."""
+    from pbdl_cli.stages import STAGES
+    from pbdl_cli.stages.resume import (
+        merge_overrides,
+        override_key,
+        record_subdir,
+        stored_overrides,
+    )
+
+    if not any(override_key(o) == "resume" for o in parsed.overrides):
+        return args, parsed
+    stage = STAGES.get(stage_name)
+    cfg = _compose(stage.config_name, parsed.overrides, parsed.config_dir, with_hydra=True)
+    run_dir = _run_dir(cfg)
+    if not cfg.get("resume") or run_dir is None:
+        return args, parsed
+    stored = stored_overrides(run_dir)
+    if stored is None:  # nothing recorded: the checkpoint's config is checked alone
+        return args, parsed
+    given = set(parsed.overrides)
+    merged = merge_overrides(stored, parsed.overrides)
+    merged.append(f"hydra.output_subdir={record_subdir(run_dir)}")
+    flags = [a for a in args if a not in given]
+    return [*flags, *merged], parse_args(stage_name, [*flags, *merged])
+
+
 def run_stage(stage_name: str, args: list[str]) -> None:
     """Validate ``args`` for ``stage_name`` and run it through Hydra's main entry point."""
     import hydra
@@ -360,9 +320,11 @@ def run_stage(stage_name: str, args: list[str]) -> None:
             "--config-name/--config-path are fixed by the stage; use -cd DIR to add configs"
         )
     built = None
-    if not (parsed.info or parsed.hydra_help or parsed.shell_completion):
-        built = check(stage_name, parsed)
     stage = STAGES.get(stage_name)
+    if not (parsed.info or parsed.hydra_help or parsed.shell_completion):
+        if stage.resumable and not parsed.multirun:
+            args, parsed = _resumed(stage_name, args, parsed)
+        built = check(stage_name, parsed)
     if not stage.implemented:
         raise PbdlError(
             f"the config is valid, but pbdl {stage_name} is not implemented yet", exit_code=1

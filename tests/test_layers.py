@@ -28,7 +28,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("plugins",),
     ("stages",),
     ("reproduce",),
-    ("runner", "info", "cli", "__main__"),
+    ("runner", "overrides", "info", "cli", "__main__"),
 ]
 #: kinds that must not know about one another although the layers would allow it
 FORBIDDEN = {"models": ("data", "numerics", "problems", "solvers")}

@@ -12,9 +12,9 @@ from omegaconf import OmegaConf
 from pbdl_cli.config import describe_type, to_schema
 from pbdl_cli.errors import PbdlError
 from pbdl_cli.evaluation.metrics import METRICS, evaluate_all
+from pbdl_cli.overrides import sweep_combinations
 from pbdl_cli.problems import PROBLEMS
 from pbdl_cli.registry import PluginConfig, Registry
-from pbdl_cli.runner import sweep_combinations
 from pbdl_cli.solvers import SOLVERS
 
 

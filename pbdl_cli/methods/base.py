@@ -14,6 +14,7 @@ the optional hooks for taking over the optimizer step and for data-parallel trai
 
 from __future__ import annotations
 
+import dataclasses
 from abc import abstractmethod
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -27,10 +28,24 @@ from pbdl_cli.solvers.base import NO_SOLVER, SOLVERS
 from pbdl_cli.training.objective import Objective
 
 
+@dataclasses.dataclass
+class MethodConfig(PluginConfig):
+    """Base of every method's schema (``method.<key>``).
+
+    Attributes:
+        seed: where the method's own random draws start (network initialization,
+            sampling, batch order, noise), each from a sub-seed derived from it. It
+            follows the run's ``seed`` (``conf/train.yaml``); ``pbdl train`` refuses a
+            ``method.seed`` set apart from it.
+    """
+
+    seed: int = 0
+
+
 class Method(Objective):
     """Base of all methods; see the module docstring."""
 
-    Config: ClassVar[type[PluginConfig]]
+    Config: ClassVar[type[MethodConfig]]
     #: methods that train through a solver get ``solver=`` (built from the ``solver`` node)
     needs_solver: ClassVar[bool] = False
 

@@ -44,12 +44,11 @@ import torch
 from torch import Tensor, nn
 
 from pbdl_cli.errors import PbdlError
-from pbdl_cli.methods.base import METHODS, Delegating, Method
+from pbdl_cli.methods.base import METHODS, Delegating, Method, MethodConfig
 from pbdl_cli.methods.points import CHUNK
 from pbdl_cli.methods.supervised_points import PointSupervised
 from pbdl_cli.models.base import MODELS
 from pbdl_cli.problems.base import Observations, Problem
-from pbdl_cli.registry import PluginConfig
 from pbdl_cli.solvers import Solver, rollout
 
 
@@ -68,7 +67,7 @@ class Reduction(str, enum.Enum):
 
 
 @dataclasses.dataclass
-class DPConfig(PluginConfig):
+class DPConfig(MethodConfig):
     """Options of ``dp`` (``method.<key>``).
 
     Attributes:

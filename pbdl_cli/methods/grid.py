@@ -47,11 +47,10 @@ from pbdl_cli.data.directory import DatasetDirectory, plain_config
 from pbdl_cli.data.normalization import Normalization, compute_normalization
 from pbdl_cli.data.windows import WindowDataset, windows_per_trajectory
 from pbdl_cli.errors import PbdlError
-from pbdl_cli.methods.base import Method
+from pbdl_cli.methods.base import Method, MethodConfig
 from pbdl_cli.models.base import MODELS
 from pbdl_cli.models.utils import describe
 from pbdl_cli.problems.base import Params, Problem
-from pbdl_cli.registry import PluginConfig
 from pbdl_cli.solvers import Solver
 from pbdl_cli.solvers.rollout import unroll
 from pbdl_cli.utils.seeding import derive_seed
@@ -63,7 +62,7 @@ PREDICT_CHUNK = 256
 
 
 @dataclasses.dataclass
-class GridConfig(PluginConfig):
+class GridConfig(MethodConfig):
     """Options of every grid-data method (``method.<key>``).
 
     Attributes:

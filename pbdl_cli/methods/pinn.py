@@ -37,11 +37,10 @@ import torch
 from torch import Tensor, nn
 
 from pbdl_cli.errors import PbdlError
-from pbdl_cli.methods.base import METHODS
+from pbdl_cli.methods.base import METHODS, MethodConfig
 from pbdl_cli.methods.points import CoordinateMethod
 from pbdl_cli.models.base import MODELS
 from pbdl_cli.problems.base import Observations, Problem
-from pbdl_cli.registry import PluginConfig
 from pbdl_cli.utils.seeding import derive_seed
 
 
@@ -57,7 +56,7 @@ class Constraints(str, enum.Enum):
 
 
 @dataclasses.dataclass
-class PINNConfig(PluginConfig):
+class PINNConfig(MethodConfig):
     """Options of ``pinn`` (``method.<key>``).
 
     Attributes:

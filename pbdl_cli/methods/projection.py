@@ -33,10 +33,9 @@ import torch
 from torch import Tensor, nn
 
 from pbdl_cli.errors import PbdlError
-from pbdl_cli.methods.base import METHODS, Method
+from pbdl_cli.methods.base import METHODS, Method, MethodConfig
 from pbdl_cli.models.base import MODELS
 from pbdl_cli.problems.base import Problem
-from pbdl_cli.registry import PluginConfig
 from pbdl_cli.utils.seeding import derive_seed
 
 NORMALIZE = ("none", "rms")
@@ -45,7 +44,7 @@ NEEDS = ("data", "divergence", "correct", "div_loss", "project")
 
 
 @dataclasses.dataclass
-class ProjectionConfig(PluginConfig):
+class ProjectionConfig(MethodConfig):
     """Options of ``projection`` (``method.<key>``).
 
     Attributes:

@@ -26,15 +26,15 @@ import torch
 from torch import Tensor, nn
 
 from pbdl_cli.errors import PbdlError
+from pbdl_cli.methods.base import MethodConfig
 from pbdl_cli.methods.points import CHUNK, CoordinateMethod
 from pbdl_cli.models.base import MODELS
 from pbdl_cli.problems.base import Problem
-from pbdl_cli.registry import PluginConfig
 from pbdl_cli.utils.seeding import derive_seed
 
 
 @dataclasses.dataclass
-class PointSupervisedConfig(PluginConfig):
+class PointSupervisedConfig(MethodConfig):
     """Options of ``supervised`` on point data (``method.<key>``).
 
     Attributes:

@@ -80,7 +80,7 @@ def _seeds(
     return tuple(
         Variant(
             f"{name}_s{seed}",
-            (*COMMON, *overrides, f"method.seed={seed}", f"trainer.seed={seed}"),
+            (*COMMON, *overrides, f"seed={seed}"),
             quick=(*QUICK, *quick),
             label=f"{label}, seed {seed}",
             full_only=full_only or seed != SEEDS[0],
@@ -219,8 +219,8 @@ NOTES = """
   surrogates predict the normalized change of the state (`method.residual=true`).
 - **Metric.** `eval.rel_l2_last`: the relative L2 error of the last frame (t = 4, 40
   steps from the given initial state), mean over the test trajectories; `eval.rel_l2`
-  over all frames. Each method is trained with seeds 0, 1, 2 (`method.seed`,
-  `trainer.seed`); the checks compare seed means, the tables give [min, max].
+  over all frames. Each method is trained with seeds 0, 1, 2 (`seed=`,
+  the run's one seed); the checks compare seed means, the tables give [min, max].
 - `--quick` uses 16 / 2 / 8 train / val / test trajectories, 500 training steps (the
   curricula compressed alike), seed 0 only, no SOL-4 or SOL-16 and only the ResNet
   surrogates; it judges only that PRE and SOL-8 beat the plain solver.

@@ -38,7 +38,7 @@ QUICK_TRAIN = (
     "trainer.log_every=20",
 )
 QUICK_DATA = (*QUICK_PROBLEM, "data.refine=2", "data.n_train=2")
-SEEDED = (f"method.seed={SEED}", f"trainer.seed={SEED}")
+SEEDED = (f"seed={SEED}",)
 #: SOL-8 grows its unroll during training: 2, 4, 8 from 0, 25 % and 50 % of the steps
 SOL8_SCHEDULE = f"method.unroll_schedule=[[0,2],[{STEPS // 4},4],[{STEPS // 2},8]]"
 

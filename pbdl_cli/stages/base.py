@@ -29,6 +29,8 @@ class Stage(ABC):
     config_name: ClassVar[str]
     #: False while a stage only validates its config (the CLI says so and exits 1)
     implemented: ClassVar[bool] = True
+    #: ``resume=true`` continues the run in ``hydra.run.dir`` from its stored overrides
+    resumable: ClassVar[bool] = False
 
     @abstractmethod
     def build(self, cfg: DictConfig) -> Any:

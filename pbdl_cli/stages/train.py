@@ -35,7 +35,9 @@ from pbdl_cli.problems import PROBLEMS, Problem
 from pbdl_cli.registry import PluginConfig
 from pbdl_cli.solvers import NO_SOLVER, SOLVERS
 from pbdl_cli.stages.base import STAGES, Stage, plugin_configs
+from pbdl_cli.stages.resume import check_resume
 from pbdl_cli.training import distributed
+from pbdl_cli.training.checkpoint import load_checkpoint
 from pbdl_cli.training.config import TrainerConfig
 from pbdl_cli.training.distributed import Launch
 from pbdl_cli.training.trainer import TrainingDiverged, TrainingInterrupted, fit
@@ -50,13 +52,16 @@ class TrainConfig:
     """Top level of ``pbdl train`` (see conf/train.yaml for the defaults).
 
     ``problem``, ``solver``, ``model`` and ``method`` hold the schemas of the selected
-    plugins once validated (:func:`train_config`)."""
+    plugins once validated (:func:`train_config`). ``seed`` seeds the whole run: the
+    trainer seeds torch, numpy and python's random with it, and the method derives its
+    own sub-seeds from it (``method.seed`` and ``trainer.seed`` follow it)."""
 
     problem: Any = MISSING
     solver: Any = MISSING
     model: Any = MISSING
     method: Any = MISSING
     trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
+    seed: int = 0
     device: str = "auto"
     dtype: Precision = Precision.float32
     threads: int | None = None
@@ -106,9 +111,11 @@ class Train(Stage):
 
     Config = TrainConfig
     config_name = "train"
+    resumable = True
 
     def build(self, cfg: DictConfig) -> TrainSettings:
         config = train_config(cfg)
+        check_one_seed(config)
         problem = PROBLEMS.create(config.problem)
         # torchrun's environment must match trainer.strategy; ddp: cuda -> cuda:LOCAL_RANK
         launch = distributed.launch_environment(config.trainer.strategy.value)
@@ -125,8 +132,12 @@ class Train(Stage):
         )
 
     def preflight(self, settings: TrainSettings, run_dir: Path | None) -> None:
-        """Refuse to train over an earlier run unless told to resume or replace it."""
-        if run_dir is None or settings.config.resume:
+        """Refuse to train over an earlier run unless told to resume or replace it, and a
+        resume that would change the run (:func:`~pbdl_cli.stages.resume.check_resume`)."""
+        if run_dir is None:
+            return
+        if settings.config.resume:
+            _check_resume(settings.config, run_dir)
             return
         found = [name for name in RUN_FILES if (run_dir / name).exists()]
         if found and not settings.config.overwrite:
@@ -177,11 +188,8 @@ class Train(Stage):
                 s.launch.world_size,
                 s.launch.world_size,
             )
-        stored = to_container(config)
-        if stored["method"].get("data"):  # so that pbdl evaluate works from any directory
-            stored["method"]["data"] = str(Path(stored["method"]["data"]).resolve())
         extra = {
-            "config": OmegaConf.to_yaml(OmegaConf.create(stored)),
+            "config": OmegaConf.to_yaml(OmegaConf.create(stored_config(config))),
             "plugins": {k: getattr(config, k).name for k in ("problem", "model", "method")},
         }
         result = fit(
@@ -222,6 +230,52 @@ class Train(Stage):
         atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
         _print_summary(summary, run_dir, s)
         return summary
+
+
+def stored_config(config: TrainConfig) -> dict[str, Any]:
+    """The config a checkpoint stores: plain values, ``method.data`` as an absolute path
+    (so that ``pbdl evaluate`` works from any directory)."""
+    stored = to_container(config)
+    if stored["method"].get("data"):
+        stored["method"]["data"] = str(Path(stored["method"]["data"]).resolve())
+    return stored
+
+
+def _check_resume(config: TrainConfig, run_dir: Path) -> None:
+    """``resume=true``: the run's checkpoint exists and the resumed config only extends
+    the one it was written with."""
+    path = run_dir / "checkpoints" / "last.pt"
+    if not path.is_file():
+        raise PbdlError(
+            f"resume=true: no checkpoint at {path}; pass the run's directory as "
+            "hydra.run.dir=<run dir>"
+        )
+    state = load_checkpoint(path)
+    if not isinstance(state.get("config"), str):
+        return  # written outside pbdl train (fit called directly): nothing to compare
+    stored = OmegaConf.to_container(OmegaConf.create(state["config"]))
+    assert isinstance(stored, dict)
+    check_resume(
+        stored,
+        stored_config(config),
+        step=int(state["step"]),
+        phase=str(state["phase"]),
+        checkpoint=path,
+    )
+
+
+def check_one_seed(config: TrainConfig) -> None:
+    """Refuse ``trainer.seed`` or ``method.seed`` set apart from ``seed``: one seed seeds
+    the run, so that sweeping it varies everything random (a PINN's points as much as
+    the trainer's generators)."""
+    method_seed = getattr(config.method, "seed", None)
+    seeds = (("trainer.seed", config.trainer.seed), ("method.seed", method_seed))
+    for key, value in seeds:
+        if value is not None and value != config.seed:
+            raise PbdlError(
+                f"{key}={value} differs from seed={config.seed}: one seed seeds the whole run "
+                f"(initialization, sampling, batch order); set seed={value} instead"
+            )
 
 
 #: what a train run writes into its directory (besides Hydra's .hydra/ and log)

@@ -42,7 +42,8 @@ class TrainerConfig:
             per step and history size (strong-Wolfe line search).
         log_every, eval_every, checkpoint_every: in steps (0 disables eval/checkpoints
             until the end).
-        seed: seeds torch, numpy and python's random at the start.
+        seed: seeds torch, numpy and python's random at the start (``pbdl train`` sets
+            it to the run's ``seed``).
         tensorboard: also write TensorBoard event files to ``<run dir>/tensorboard``
             (``null``: when the ``tensorboard`` package is installed).
         strategy: single (one process) or ddp (data-parallel over the processes of a

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import random
 import signal
@@ -133,6 +134,17 @@ def fit(
         if phase.scheduler is not None and state.get("scheduler") is not None:
             phase.scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
+        if step > total:
+            raise PbdlError(
+                f"{checkpoints / 'last.pt'} is at step {step}, past trainer.max_steps + "
+                f"trainer.lbfgs_steps = {total}; raise them to train further"
+            )
+        if step == total and main:
+            logging.getLogger("pbdl.train").info(
+                "the run finished at step %d: nothing to train (raise trainer.max_steps or "
+                "trainer.lbfgs_steps to train further)",
+                step,
+            )
         if main:
             _truncate_metrics(metrics_path, step)
 
