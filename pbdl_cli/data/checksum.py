@@ -2,11 +2,18 @@
 
 ``checksum = "sha256:" + hexdigest`` of, for every dataset in sorted path order,
 ``f"{path}\\n{dtype.str}\\n{shape!r}\\n"`` (UTF-8) followed by the 32-byte sha256 digest of
-the dataset's raw C-order bytes. Root and dataset attributes are not part of it (so the
-``created`` time is not). :class:`~pbdl_cli.data.writer.TrajectoryWriter` builds the
-per-dataset digests while appending trajectories (:func:`combine`), and
+the dataset's raw C-order bytes. :class:`~pbdl_cli.data.writer.TrajectoryWriter` builds
+the per-dataset digests while appending trajectories (:func:`combine`), and
 :func:`compute_checksum` rebuilds them by reading bounded blocks, so neither ever holds a
 whole field in memory.
+
+The attributes have their own checksum, ``attributes_checksum = "sha256:" + hexdigest``
+of, for every attribute of the root, every group and every dataset (objects in sorted
+path order, the root as ``/``, names sorted), ``f"{object}\n{name}\n"`` followed by the
+32-byte sha256 digest of the value's canonical bytes (:func:`_value_bytes`). The root's
+``created`` time and the two checksums themselves are left out, so the same command
+gives the same file checksums. Files written before it existed carry only ``checksum``;
+their attributes go unverified.
 """
 
 from __future__ import annotations
@@ -20,7 +27,10 @@ import h5py
 import numpy as np
 
 from pbdl_cli.data.reader import DatasetFile, corrupt, datasets_of, open_dataset, open_h5
+from pbdl_cli.errors import PbdlError
 
+#: root attributes outside the attribute checksum
+UNCOVERED_ROOT_ATTRS = frozenset({"created", "checksum", "attributes_checksum"})
 #: verification reads at most this many bytes at once (more only for one compressed chunk)
 READ_BUDGET = 8 * 2**20
 
@@ -109,3 +119,62 @@ def verify_checksum(path: str | Path) -> tuple[str | None, str]:
             return stored, compute_checksum(f)
         except (OSError, RuntimeError, KeyError) as e:
             raise corrupt(path) from e
+
+
+def _value_bytes(value: object) -> bytes:
+    """Canonical bytes of an attribute value: kind, dtype and shape, then the data."""
+    if isinstance(value, str):
+        return b"str\n" + value.encode()
+    if isinstance(value, bytes):
+        return b"bytes\n" + value
+    array = np.asarray(value)
+    if array.dtype.kind in "OUS":  # arrays of strings: their text, element by element
+        return f"text{array.shape!r}\n{array.tolist()!r}".encode()
+    header = f"{array.dtype.str}{array.shape!r}\n".encode()
+    return header + np.ascontiguousarray(array).tobytes()
+
+
+def attributes_checksum(root: h5py.Group) -> str:
+    """The checksum of every attribute of the file open at ``root`` (module docstring)."""
+    objects: dict[str, h5py.HLObject] = {"/": root}
+
+    def visit(name: str, obj: h5py.HLObject) -> None:  # a returned value stops the visit
+        objects[name] = obj
+
+    root.visititems(visit)
+    h = hashlib.sha256()
+    for path in sorted(objects):
+        attrs = objects[path].attrs
+        for name in sorted(attrs):
+            if path == "/" and name in UNCOVERED_ROOT_ATTRS:
+                continue
+            h.update(f"{path}\n{name}\n".encode())
+            h.update(hashlib.sha256(_value_bytes(attrs[name])).digest())
+    return "sha256:" + h.hexdigest()
+
+
+def attributes_ok(root: h5py.Group) -> bool | None:
+    """Whether the attributes match their stored checksum (None: the file has none)."""
+    stored = root.attrs.get("attributes_checksum")
+    if stored is None:
+        return None
+    return stored == attributes_checksum(root)
+
+
+def verify_file(path: str | Path) -> None:
+    """Raise :class:`PbdlError` (exit code 1) unless the dataset file at ``path`` matches
+    its stored checksums (data, and attributes where stored); reads the file once, in
+    bounded blocks. A file with no checksum at all passes (nothing to compare)."""
+    stored, recomputed = verify_checksum(path)
+    if stored is not None and stored != recomputed:
+        what = "its data"
+    else:
+        with open_dataset(path) as f:
+            what = "its attributes" if attributes_ok(f.root) is False else ""
+    if what:
+        raise PbdlError(
+            f"dataset file {path} fails its checksum ({what} changed after pbdl generate "
+            "wrote it, or the file is corrupt); regenerate it (pbdl generate ... "
+            "overwrite=true) or restore the original",
+            exit_code=1,
+        )

@@ -7,6 +7,10 @@ directory may replace the test split (``method.test_data``), e.g. one generated 
 parameters beyond the training range; its problem settings may then differ only in the
 parameter ranges (``*_range`` keys).
 
+Every split file is verified against its stored checksums when the directory is opened
+(:func:`~pbdl_cli.data.checksum.verify_file`): a file changed after ``pbdl generate``
+wrote it is refused with one line, before training or evaluation starts.
+
 The problem is described in plain terms (its registered name, its config as a dict, its
 fields and the frame shape [T, 1, *spatial] of one field), so this module stays below
 ``problems/``.
@@ -24,6 +28,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
+from pbdl_cli.data.checksum import verify_file
 from pbdl_cli.data.reader import open_dataset
 from pbdl_cli.errors import PbdlError
 
@@ -78,6 +83,8 @@ class DatasetDirectory:
         if test_data:  # e.g. parameters beyond the training range
             self.files["test"] = held_out_split(test_data, method)
             self.check(self.files["test"], TEST_MAY_DIFFER)
+        for path in self.files.values():  # a changed byte must not train silently
+            verify_file(path)
 
     def check(self, path: Path, may_differ: tuple[str, ...] = ()) -> None:
         """Raise :class:`PbdlError` unless split ``path`` was generated for the problem: the

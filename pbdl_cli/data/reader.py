@@ -195,6 +195,11 @@ class DatasetFile:
         """Every dataset of the file by its path (``"fields/u"``)."""
         return datasets_of(self._file)
 
+    @property
+    def root(self) -> h5py.Group:
+        """The file's root group, read-only (for checksums over every object)."""
+        return self._file
+
     def close(self) -> None:
         """Closes the file; datasets taken from it cannot be read afterwards."""
         self._file.close()

@@ -8,7 +8,8 @@ One file per split (``train.h5``, ``val.h5``, ``test.h5``) laid out as::
     /coords/<axis>   float64 [S_k]                 cell centres of spatial axis k
 
 Root attributes: ``schema_version``, ``problem``, ``solver``, ``dt``, ``created``,
-``pbdl_version``, ``seed``, ``split``, ``config`` (the resolved YAML), ``checksum`` and any
+``pbdl_version``, ``seed``, ``split``, ``config`` (the resolved YAML), ``checksum``,
+``attributes_checksum`` and any
 extra attributes the generator passes. Spatial coordinate datasets carry an ``axis``
 attribute (their index into ``*spatial``) so the axis order does not depend on names.
 
@@ -36,7 +37,7 @@ PARAM_DTYPE = np.dtype("<f4")
 COORD_DTYPE = np.dtype("<f8")
 
 #: attributes the writer owns; callers may not pass them
-RESERVED_ATTRS = frozenset({"schema_version", "checksum"})
+RESERVED_ATTRS = frozenset({"schema_version", "checksum", "attributes_checksum"})
 #: expected python types of the standard attributes, checked when a caller passes them
 ATTR_TYPES: dict[str, tuple[type, ...]] = {
     "problem": (str,),

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from pbdl_cli.data.checksum import compute_checksum
+from pbdl_cli.data.checksum import attributes_ok, compute_checksum
 from pbdl_cli.data.reader import DatasetFile, corrupt, open_dataset
 
 #: params and coords up to this many elements get min/max/mean in the summary
@@ -95,6 +95,7 @@ def _read_info(f: DatasetFile, path: Path, verify: bool) -> DatasetInfo:
     checksum_ok: bool | None = None
     if verify:
         checksum_ok = checksum is not None and compute_checksum(f) == checksum
+        checksum_ok = checksum_ok and attributes_ok(f.root) is not False
 
     def text(key: str) -> str | None:
         value = attrs.get(key)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import h5py
 import numpy as np
 
-from pbdl_cli.data.checksum import combine
+from pbdl_cli.data.checksum import attributes_checksum, combine
 from pbdl_cli.data.schema import (
     COORD_DTYPE,
     FIELD_DTYPE,
@@ -314,6 +314,7 @@ class TrajectoryWriter:
         entries = [
             (p, dt, shape, self._hashes[p].digest()) for p, (dt, shape) in self._meta.items()
         ]
+        attrs["attributes_checksum"] = attributes_checksum(self._file)
         attrs["checksum"] = combine(entries)
         self._file.close()
         with open(self.partial_path, "rb+") as fh:

@@ -1,5 +1,6 @@
-"""The dataset checksum (pbdl_cli.data.checksum): every stored array and every dataset
-header (path, dtype, shape) is covered, so any single change is reported as a mismatch."""
+"""The dataset checksums (pbdl_cli.data.checksum): every stored array, every dataset
+header (path, dtype, shape) and every attribute but the creation time is covered, so any
+single change is reported as a mismatch."""
 
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from pbdl_cli.cli import app
-from pbdl_cli.data.checksum import compute_checksum, verify_checksum
+from pbdl_cli.data.checksum import (
+    attributes_checksum,
+    compute_checksum,
+    verify_checksum,
+    verify_file,
+)
 from pbdl_cli.data.reader import open_dataset
 from pbdl_cli.data.summary import read_info
 from pbdl_cli.data.writer import TrajectoryWriter
@@ -130,21 +134,56 @@ def test_changing_the_stored_checksum_is_detected(dataset: Path) -> None:
     assert_mismatch(dataset)
 
 
-def test_root_attributes_are_not_covered(dataset: Path) -> None:
-    """Documented in docs/dataset-schema.md: attributes (``created`` among them) are not
-    part of the checksum, so two runs of the same command give the same one."""
+def test_the_creation_time_is_not_covered(dataset: Path) -> None:
+    """Documented in docs/dataset-schema.md: ``created`` is part of neither checksum, so
+    two runs of the same command give the same ones."""
     before = compute_checksum(dataset)
     with h5py.File(dataset, "r+") as f:
+        attributes = f.attrs["attributes_checksum"]
         f.attrs["created"] = "2000-01-01T00:00:00+00:00"
-        f.attrs["seed"] = np.int64(8)
     assert compute_checksum(dataset) == before
+    with h5py.File(dataset, "r") as f:
+        assert attributes_checksum(f) == attributes
+    verify_file(dataset)
     assert read_info(dataset).checksum_ok is True
 
 
-def test_pbdl_info_fails_on_a_tampered_coordinate(dataset: Path) -> None:
+#: every attribute but ``created`` and the checksums, with a changed value
+ATTRIBUTES = [
+    ("/", "problem", "burgers"),
+    ("/", "solver", "burgers_sl"),
+    ("/", "dt", 0.2),
+    ("/", "seed", np.int64(8)),
+    ("/", "split", "test"),
+    ("/", "pbdl_version", "0.0.0"),
+    ("/", "extra", "added"),  # a new attribute is a change too
+    ("coords/x", "axis", np.int64(1)),
+    ("coords/y", "axis", np.float64(1.0)),  # same number, another dtype
+]
+
+
+@pytest.mark.parametrize(("where", "name", "value"), ATTRIBUTES, ids=lambda v: str(v))
+def test_changing_any_attribute_is_detected(dataset: Path, where: str, name: str, value) -> None:
     with h5py.File(dataset, "r+") as f:
-        f["coords/y"][2] = 9.0
-    result = CliRunner().invoke(app, ["info", str(dataset)])
-    assert "MISMATCH" in result.output  # the summary is printed, then the command fails
-    assert isinstance(result.exception, PbdlError) and result.exception.exit_code == 1
-    assert "checksum mismatch" in str(result.exception)
+        f[where].attrs[name] = value
+    assert read_info(dataset).checksum_ok is False
+    with pytest.raises(PbdlError, match="its attributes changed") as error:
+        verify_file(dataset)
+    assert error.value.exit_code == 1
+
+
+def test_a_changed_value_fails_verification_with_one_line(dataset: Path) -> None:
+    verify_file(dataset)  # untouched
+    with h5py.File(dataset, "r+") as f:
+        f["fields/u"][0, 0, 0, 0, 0] += 1.0
+    with pytest.raises(PbdlError, match=r"train\.h5 fails its checksum \(its data changed"):
+        verify_file(dataset)
+
+
+def test_a_file_without_an_attribute_checksum_verifies_its_data(dataset: Path) -> None:
+    """Files written before the attribute checksum existed carry only ``checksum``."""
+    with h5py.File(dataset, "r+") as f:
+        del f.attrs["attributes_checksum"]
+        f.attrs["seed"] = np.int64(8)  # unverifiable without the attribute checksum
+    verify_file(dataset)
+    assert read_info(dataset).checksum_ok is True

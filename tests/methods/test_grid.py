@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from pbdl_cli.data.checksum import attributes_checksum
 from pbdl_cli.data.normalization import Normalization, compute_normalization
 from pbdl_cli.data.reader import read_trajectories
 from pbdl_cli.errors import PbdlError
@@ -26,6 +27,7 @@ from pbdl_cli.solvers.rollout import unroll
 from pbdl_cli.stages.solver_timing import reference_solver_runtime
 from pbdl_cli.utils.seeding import derive_seed
 from tests.conftest import run_cli
+from tests.test_faults import assert_one_line_error
 
 CPU = torch.device("cpu")
 #: the problem of the dataset: 32 cells, 7 frames of dt = 0.05, nu in [0.01, 0.05]
@@ -164,6 +166,7 @@ def test_reference_solver_runtime_needs_refined_data(data: Path, tmp_path: Path)
         shutil.copy(data / f"{split}.h5", plain / f"{split}.h5")
         with h5py.File(plain / f"{split}.h5", "r+") as f:
             del f.attrs["refine"]
+            f.attrs["attributes_checksum"] = attributes_checksum(f)  # as if written so
     assert reference_solver_runtime(build("non", plain)) is None
     timed = reference_solver_runtime(build("non", data), max_steps=2)
     assert timed is not None and timed["steps_timed"] == 2 and timed["grid"] == [64]
@@ -178,6 +181,17 @@ def test_dataset_and_problem_mismatch_is_a_clear_error(data: Path, tmp_path: Pat
     assert "other problem settings" in result.stderr and "nx=64" in result.stderr
     assert "problem.nx=32" in result.stderr  # the override that fixes it
     assert not (tmp_path / "outputs").exists()  # refused before any run directory
+
+
+def test_a_changed_dataset_file_is_refused_before_training(data: Path, tmp_path: Path):
+    """Issue 11, item 5: four changed bytes of train.h5 used to train silently."""
+    changed = tmp_path / "changed"
+    shutil.copytree(data, changed)
+    with h5py.File(changed / "train.h5", "r+") as f:
+        f["fields/u"][1, 2, 0, 3] = 1e30
+    result = run_cli("train", "method=unrolled", f"method.data={changed}", *OVERRIDES, cwd=tmp_path)
+    assert_one_line_error(result, 1, "train.h5 fails its checksum", "its data changed")
+    assert not (tmp_path / "outputs").exists()
 
 
 # -- data ------------------------------------------------------------------------------------
