@@ -18,6 +18,7 @@ import torch
 from pbdl_cli.data.layout import BLOCK_BYTES, read_layout, runs, select_trajectories
 from pbdl_cli.data.reader import DatasetFile, corrupt, open_dataset
 from pbdl_cli.data.schema import DatasetError
+from pbdl_cli.errors import PbdlError
 from pbdl_cli.utils.files import atomic_write_text
 
 NORMALIZATION_VERSION = 1
@@ -176,6 +177,29 @@ class Normalization:
     def load(cls, path: str | Path) -> Normalization:
         """Reads a file written by :meth:`save`."""
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def check_trained_with(stored: Path, current: Normalization) -> None:
+    """Raise :class:`PbdlError` unless ``current`` (computed from the dataset as it is now)
+    is the normalization a run was trained with (``stored``: its ``normalization.json``).
+
+    A dataset regenerated (or replaced) after training gives other statistics or another
+    checksum; a model evaluated on it would see inputs scaled unlike its training data.
+    """
+    try:
+        trained = Normalization.load(stored)
+    except (OSError, ValueError) as error:  # JSONDecodeError is a ValueError
+        raise PbdlError(f"cannot read {stored}: {error}") from None
+    before, now = trained.source.get("checksum"), current.source.get("checksum")
+    changed = before is not None and now is not None and before != now
+    if changed or trained != current:
+        file = current.source.get("file") or trained.source.get("file") or "the dataset"
+        what = f"its checksum was {before}, is {now}" if changed else "other statistics"
+        raise PbdlError(
+            f"{file} changed since this run was trained ({what}): the model would see data "
+            f"scaled unlike its training data; evaluate on the dataset it was trained on "
+            f"(recorded in {stored})"
+        )
 
 
 class _Moments:

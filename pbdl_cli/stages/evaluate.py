@@ -33,6 +33,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from torch import Tensor
 
 from pbdl_cli.config import to_schema, to_yaml
+from pbdl_cli.data.normalization import check_trained_with
 from pbdl_cli.errors import PbdlError
 from pbdl_cli.evaluation.drift import CORR_THRESHOLD, RolloutSummary, rollout_summary
 from pbdl_cli.evaluation.gallery import GalleryConfig, check_gallery_fields
@@ -184,6 +185,9 @@ class Evaluate(Stage):
             )
         except PbdlError as error:
             raise PbdlError(f"cannot rebuild the run from {checkpoint}: {error}") from None
+        normalization = getattr(method, "normalization", None)  # grid methods
+        if normalization is not None and (run / "normalization.json").is_file():
+            check_trained_with(run / "normalization.json", normalization)
         if config.gallery.fields is not None:
             check_gallery_fields(config.gallery.fields, problem.fields, problem.name)
         return EvaluateSettings(

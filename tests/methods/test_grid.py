@@ -194,6 +194,26 @@ def test_a_changed_dataset_file_is_refused_before_training(data: Path, tmp_path:
     assert not (tmp_path / "outputs").exists()
 
 
+def test_evaluate_refuses_a_dataset_regenerated_after_training(data: Path, tmp_path: Path):
+    """Issue 18: normalization.json is read back, so a model is never scored on data
+    scaled unlike its training data."""
+    copy = tmp_path / "copy"
+    shutil.copytree(data, copy)
+    args = ("method=unrolled", f"method.data={copy}", *OVERRIDES, "solver=burgers_sl")
+    small = ("model=resnet", "model.width=4", "model.blocks=1", "trainer.lbfgs_steps=0")
+    run = tmp_path / "run"
+    trained = run_cli(
+        "train", *args, *small, "trainer.max_steps=2", f"hydra.run.dir={run}", cwd=tmp_path
+    )
+    assert trained.returncode == 0, trained.stderr
+    stored = json.loads((run / "normalization.json").read_text())
+    assert stored["source"]["checksum"].startswith("sha256:")
+    shutil.copy(copy / "val.h5", copy / "train.h5")  # a valid split, but other data
+    evaluated = run_cli("evaluate", f"run={run}", "plots=false", cwd=tmp_path)
+    assert_one_line_error(evaluated, 2, "changed since this run was trained", "checksum was")
+    assert not (run / "eval" / "metrics.json").exists()
+
+
 # -- data ------------------------------------------------------------------------------------
 def test_windows_and_normalization_round_trip_through_the_method(data: Path, tmp_path: Path):
     m = build("unrolled", data, unroll=2, history=2)
