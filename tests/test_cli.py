@@ -368,7 +368,8 @@ def test_train_pinn_writes_a_run_and_resumes(workdir):
     assert "relative L2 error against the exact solution" in result.stdout
     (run,) = workdir.glob("outputs/train/*/*")
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["steps"] == 5 and 0 < summary["test"]["rel_l2"] < 2
+    # measured on CPU (torch 2.13, one thread): 0.55187 after 4 Adam + 1 L-BFGS steps
+    assert summary["steps"] == 5 and 0.50 < summary["test"]["rel_l2"] < 0.61
     assert {"loss", "pde"} <= set(summary["train"])
     for name in ("last.pt", "best.pt"):
         assert (run / "checkpoints" / name).exists()

@@ -92,7 +92,11 @@ def test_evaluate_writes_metrics_files_and_figures(evaluated) -> None:
     metrics = report["metrics"]
     assert GENERIC | {"residual"} <= set(metrics)
     assert all(isinstance(v, float) and math.isfinite(v) for v in metrics.values())
-    assert 0 < metrics["rel_l2"] < 2 and metrics["residual"] > 0
+    # measured on CPU (torch 2.13, one thread): rel_l2 0.50166, residual 0.82161 after 20
+    # steps; the same prediction as the run's own test score
+    assert 0.45 < metrics["rel_l2"] < 0.55 and 0.74 < metrics["residual"] < 0.90
+    summary = json.loads((run / "summary.json").read_text())
+    assert metrics["rel_l2"] == pytest.approx(summary["test"]["rel_l2"], rel=1e-6)
     curves = report["per_time"]
     assert curves["t"] == [0.0, 0.25, 0.5, 0.75, 1.0]
     assert len(curves["rel_l2"]) == len(curves["mae"]) == T
