@@ -196,8 +196,8 @@ MUTANTS: list[Mutant] = [
     m(
         "cg-always-converged",
         "numerics/pressure.py",
-        "    return x, SolveInfo(iterations, residual, residual <= 10 * threshold)",
-        "    return x, SolveInfo(iterations, residual, residual >= 0)",
+        "    return x, SolveInfo(iterations, residual, residual <= threshold, threshold=threshold)",
+        "    return x, SolveInfo(iterations, residual, residual >= 0, threshold=threshold)",
         ["tests/numerics/test_pressure.py"],
         "CG reports convergence whatever residual it reached",
     ),

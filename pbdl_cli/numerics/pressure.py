@@ -54,15 +54,21 @@ class SolveInfo:
 
     Attributes:
         iterations: CG iterations per sample (0 for direct solves).
-        residual: max |b - A x| per sample after the solve.
-        converged: residual <= the tolerance.
+        residual: max |b - A x| per sample after the solve (the true residual,
+            recomputed from the final iterate, not CG's recursive one).
+        converged: residual <= threshold, the tolerance that was asked for (a CG that
+            stopped on its recursive residual while the true one is above the
+            threshold, e.g. stalled in float32, did not converge).
         divergence: max |div u| over fluid cells after a projection (else None).
+        threshold: the requested absolute tolerance max(tol max|b|, atol) per sample
+            (None for exact solves).
     """
 
     iterations: Tensor
     residual: Tensor
     converged: Tensor
     divergence: Tensor | None = None
+    threshold: Tensor | None = None
 
 
 class LinearSystem(Protocol):
@@ -98,8 +104,10 @@ def pcg(
 ) -> tuple[Tensor, SolveInfo]:
     """Batched Jacobi-preconditioned conjugate gradients for an SPD ``apply``.
 
-    ``b`` [B, ...]; a sample stops once max|r| <= max(tol max|b|, atol) (its iterate is
-    then frozen, so it does not depend on the rest of the batch). ``project`` (e.g.
+    ``b`` [B, ...]; a sample stops once its recursive residual max|r| <= max(tol max|b|,
+    atol) (its iterate is then frozen, so it does not depend on the rest of the batch).
+    The returned :class:`SolveInfo` reports the true residual max|b - A x| of the final
+    iterate and calls a sample converged only when that meets the same threshold. ``project`` (e.g.
     removing the mean) is applied to the residual to stay in the range of a singular A.
     """
     batch = b.shape[0]
@@ -140,8 +148,7 @@ def pcg(
     if project is not None:
         true = project(true)
     residual = amax(true)
-    # the recursive residual can drift from the true one in low precision: allow 10x
-    return x, SolveInfo(iterations, residual, residual <= 10 * threshold)
+    return x, SolveInfo(iterations, residual, residual <= threshold, threshold=threshold)
 
 
 _EIGEN_CACHE: dict[tuple, Tensor] = {}
