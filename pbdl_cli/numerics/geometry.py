@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 from collections.abc import Sequence
 
 import torch
@@ -27,15 +28,34 @@ class Kind(str, enum.Enum):
     outflow = "outflow"
 
 
+_NO_VELOCITY = (Kind.periodic, Kind.free_slip, Kind.outflow)
+
+
 @dataclasses.dataclass(frozen=True)
 class Side:
-    """One side: its kind and, for ``inflow``, the prescribed velocity ``(u, v)``."""
+    """One side: its kind and a velocity ``(u, v)``.
+
+    ``inflow``: the prescribed velocity of the boundary faces (both components).
+    ``no_slip``: the velocity of the wall itself, tangential only (a moving wall, e.g.
+    the lid of a driven cavity: the tangential ghost is ``2 u_wall - inside``); its
+    normal component must be 0, which :class:`Boundary` checks (it knows the axis).
+    ``free_slip``, ``outflow`` and ``periodic`` sides take no velocity.
+    """
 
     kind: Kind = Kind.no_slip
     velocity: tuple[float, float] = (0.0, 0.0)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", Kind(self.kind))
+        velocity = tuple(float(v) for v in self.velocity)
+        if len(velocity) != 2 or not all(math.isfinite(v) for v in velocity):
+            raise ValueError(f"Side velocity must be two finite numbers (u, v), not {velocity}")
+        object.__setattr__(self, "velocity", velocity)
+        if self.kind in _NO_VELOCITY and any(velocity):
+            raise ValueError(
+                f"a {self.kind.value} side takes no velocity (got {velocity}); "
+                "use no_slip for a moving wall or inflow for a prescribed velocity"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +71,14 @@ class Boundary:
         for a, b in ((self.x_lo, self.x_hi), (self.y_lo, self.y_hi)):
             if (a.kind is Kind.periodic) != (b.kind is Kind.periodic):
                 raise ValueError("periodic sides must come in pairs (x_lo with x_hi, ...)")
+        for name in ("x_lo", "x_hi", "y_lo", "y_hi"):
+            side, axis = getattr(self, name), int(name[0] == "y")
+            if side.kind is Kind.no_slip and side.velocity[axis] != 0:
+                raise ValueError(
+                    f"the no_slip wall {name} can only move along itself: its normal "
+                    f"velocity {'uv'[axis]} = {side.velocity[axis]:g} must be 0 "
+                    "(use inflow for flow through a side)"
+                )
 
     @classmethod
     def periodic(cls) -> Boundary:

@@ -13,7 +13,8 @@ state does not store:
 
 Boundary faces follow their side's kind (:class:`Kind`): ``no_slip`` and ``free_slip``
 walls have zero normal velocity (and, for the tangential component, a ghost value
--inside or +inside: zero velocity or zero shear at the wall), ``inflow`` prescribes both
+-inside or +inside: zero velocity or zero shear at the wall; a moving no-slip wall
+with tangential velocity U, 2 U - inside), ``inflow`` prescribes both
 components, ``outflow`` leaves the normal face free (its pressure is p = 0 on the face)
 with zero-gradient ghosts. A far face (x = upper, y = upper) that the state does not
 store is rebuilt by :meth:`MacGrid.extend`: the prescribed value for walls and inflow, a
@@ -214,8 +215,9 @@ class MacGrid:
 
         Along its own (normal) axis: periodic wrap, else a copy of the boundary face (zero
         normal gradient; walls and inflow faces are fixed anyway). Along the tangential
-        axis: periodic wrap, else ``-inside`` (no-slip, inflow: + 2 u_in unless
-        ``homogeneous``) or ``+inside`` (free-slip, outflow).
+        axis: periodic wrap, else ``-inside`` (no-slip, inflow: + 2 u_in, a moving
+        no-slip wall: + 2 u_wall, unless ``homogeneous``) or ``+inside`` (free-slip,
+        outflow).
         """
         out = f
         for ax in (0, 1):
@@ -234,6 +236,8 @@ class MacGrid:
                         ghosts.append(edge)
                     elif side.kind is Kind.inflow and not homogeneous:
                         ghosts.append(2 * side.velocity[axis] - edge)
+                    elif side.kind is Kind.no_slip and side.velocity[axis] and not homogeneous:
+                        ghosts.append(2 * side.velocity[axis] - edge)  # a moving wall
                     else:
                         ghosts.append(-edge)
                 out = torch.cat([ghosts[0], out, ghosts[1]], dim=d)
