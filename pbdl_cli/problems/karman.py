@@ -10,10 +10,11 @@ in its (y, x) order). Boundaries: an inflow strip ``y <= inflow_depth`` whose fa
 held at (u, v) = (0, inflow_speed) every substep (a :class:`VelocityRegion`; the book's
 ``HardGeometryMask(Box(y=(None, 5)))``), inflow (0, inflow_speed) at y = 0 (or, with
 ``inflow_profile=parabolic`` and no strip, the parabola 4 inflow_speed x (W - x) / W^2
-across the channel), an open top (outflow, p = 0), no-slip ("sticky") walls at x = 0 and x = width, and a cylinder
-(cell mask of the disc ``obstacle_centre``, ``obstacle_radius``; book: centre (50, 50),
-radius 10). An optional passive ``marker`` (``marker=true``) is fed at rate 1 in the box
-x in (25, 75), y in (5, 10) (visualization only, as in the book).
+across the channel), an open top (outflow, p = 0), no-slip ("sticky") walls at x = 0
+and x = width, and a cylinder (cell mask of the disc ``obstacle_centre``,
+``obstacle_radius``; book: centre (50, 50), radius 10). An optional passive ``marker``
+(``marker=true``) is fed at rate 1 in the box x in (25, 75), y in (5, 10)
+(visualization only, as in the book).
 
 Viscosity: the book sets ``diffusivity = dt res^2 / Re_phiflow`` with dt = 1,
 res = 32 and ``Re_phiflow = Re / RE_FAC_SOL``, ``RE_FAC_SOL = 10 / 128^2``, i.e.
