@@ -1,7 +1,8 @@
 """Flow geometry on a 2D box: the boundary conditions of its four sides and regions.
 
 What a flow problem prescribes and the MAC-grid numerics (:mod:`pbdl_cli.numerics.mac`)
-enforce: the kind of each side (:class:`Kind`, :class:`Side`, :class:`Boundary`),
+enforce: the kind of each side (:class:`Kind`, :class:`Side`, :class:`Boundary`, an
+inflow's :class:`Profile`),
 axis-aligned boxes of faces with a prescribed velocity (:class:`VelocityRegion`), and
 cell masks of discs and boxes (:func:`sphere_mask`, :func:`box_mask`, bool
 ``[1, nx, ny]``) for obstacles and source regions.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 from collections.abc import Sequence
 
 import torch
@@ -27,15 +29,67 @@ class Kind(str, enum.Enum):
     outflow = "outflow"
 
 
+_NO_VELOCITY = (Kind.periodic, Kind.free_slip, Kind.outflow)
+
+
+class Profile(str, enum.Enum):
+    """Shape of an inflow velocity along its side (s from the side's start, H its length):
+    ``uniform`` (the velocity everywhere) or ``parabolic``, the fully developed channel
+    flow 4 s (H - s) / H^2 times the velocity (peak at mid-side, mean 2/3 of it, as
+    the inflow of the Schaefer-Turek cylinder benchmark)."""
+
+    uniform = "uniform"
+    parabolic = "parabolic"
+
+
+def parabola(s: Tensor, length: float) -> Tensor:
+    """4 s (H - s) / H^2 at the points ``s`` (0 outside [0, H])."""
+    return (4 * s * (length - s) / length**2).clamp(min=0)
+
+
+def parabola_mean(lo: Tensor, hi: Tensor, length: float) -> Tensor:
+    """Mean of 4 s (H - s) / H^2 over each interval [lo, hi] (exact: a face's flux)."""
+
+    def primitive(s: Tensor) -> Tensor:
+        return 4 * (length * s**2 / 2 - s**3 / 3) / length**2
+
+    return (primitive(hi) - primitive(lo)) / (hi - lo)
+
+
 @dataclasses.dataclass(frozen=True)
 class Side:
-    """One side: its kind and, for ``inflow``, the prescribed velocity ``(u, v)``."""
+    """One side: its kind and a velocity ``(u, v)``.
+
+    ``inflow``: the prescribed velocity of the boundary faces (both components).
+    ``no_slip``: the velocity of the wall itself, tangential only (a moving wall, e.g.
+    the lid of a driven cavity: the tangential ghost is ``2 u_wall - inside``); its
+    normal component must be 0, which :class:`Boundary` checks (it knows the axis).
+    ``free_slip``, ``outflow`` and ``periodic`` sides take no velocity.
+    ``profile`` (inflow only): :class:`Profile` of the velocity along the side; a
+    ``parabolic`` inflow's boundary faces hold the face means of the parabola (their
+    fluxes add up to exactly 2/3 of the peak velocity times the side length).
+    """
 
     kind: Kind = Kind.no_slip
     velocity: tuple[float, float] = (0.0, 0.0)
+    profile: Profile = Profile.uniform
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", Kind(self.kind))
+        object.__setattr__(self, "profile", Profile(self.profile))
+        if self.profile is not Profile.uniform and self.kind is not Kind.inflow:
+            raise ValueError(
+                f"a {self.profile.value} profile needs an inflow side, not {self.kind.value}"
+            )
+        velocity = tuple(float(v) for v in self.velocity)
+        if len(velocity) != 2 or not all(math.isfinite(v) for v in velocity):
+            raise ValueError(f"Side velocity must be two finite numbers (u, v), not {velocity}")
+        object.__setattr__(self, "velocity", velocity)
+        if self.kind in _NO_VELOCITY and any(velocity):
+            raise ValueError(
+                f"a {self.kind.value} side takes no velocity (got {velocity}); "
+                "use no_slip for a moving wall or inflow for a prescribed velocity"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +105,20 @@ class Boundary:
         for a, b in ((self.x_lo, self.x_hi), (self.y_lo, self.y_hi)):
             if (a.kind is Kind.periodic) != (b.kind is Kind.periodic):
                 raise ValueError("periodic sides must come in pairs (x_lo with x_hi, ...)")
+        for name in ("x_lo", "x_hi", "y_lo", "y_hi"):
+            side, axis = getattr(self, name), int(name[0] == "y")
+            along = (self.x_lo, self.y_lo)[1 - axis]
+            if side.profile is not Profile.uniform and along.kind is Kind.periodic:
+                raise ValueError(
+                    f"the {side.profile.value} inflow {name} needs walls at its ends, "
+                    f"not a periodic {'xy'[1 - axis]} axis"
+                )
+            if side.kind is Kind.no_slip and side.velocity[axis] != 0:
+                raise ValueError(
+                    f"the no_slip wall {name} can only move along itself: its normal "
+                    f"velocity {'uv'[axis]} = {side.velocity[axis]:g} must be 0 "
+                    "(use inflow for flow through a side)"
+                )
 
     @classmethod
     def periodic(cls) -> Boundary:

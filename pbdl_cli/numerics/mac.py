@@ -13,7 +13,8 @@ state does not store:
 
 Boundary faces follow their side's kind (:class:`Kind`): ``no_slip`` and ``free_slip``
 walls have zero normal velocity (and, for the tangential component, a ghost value
--inside or +inside: zero velocity or zero shear at the wall), ``inflow`` prescribes both
+-inside or +inside: zero velocity or zero shear at the wall; a moving no-slip wall
+with tangential velocity U, 2 U - inside), ``inflow`` prescribes both
 components, ``outflow`` leaves the normal face free (its pressure is p = 0 on the face)
 with zero-gradient ghosts. A far face (x = upper, y = upper) that the state does not
 store is rebuilt by :meth:`MacGrid.extend`: the prescribed value for walls and inflow, a
@@ -36,7 +37,14 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from pbdl_cli.numerics.geometry import Boundary, Kind, VelocityRegion
+from pbdl_cli.numerics.geometry import (
+    Boundary,
+    Kind,
+    Profile,
+    VelocityRegion,
+    parabola,
+    parabola_mean,
+)
 
 _FIXED_KINDS = (Kind.no_slip, Kind.free_slip, Kind.inflow)
 
@@ -108,8 +116,19 @@ class MacGrid:
                 index = n_normal - 1 if upper else 0
                 if side.kind in _FIXED_KINDS:
                     fixed.select(1 + axis, index).fill_(True)
-                    if side.kind is Kind.inflow:
+                    if side.kind is Kind.inflow and side.profile is Profile.uniform:
                         value.select(1 + axis, index).fill_(side.velocity[axis])
+                    elif side.kind is Kind.inflow:  # face means of the profile
+                        along = 1 - axis
+                        h = (self.dx, self.dy)[along]
+                        n = (self.nx, self.ny)[along]
+                        lo = torch.arange(n, dtype=torch.float64, device=self.device) * h
+                        length = self.upper[along] - self.lower[along]
+                        shape = parabola_mean(lo, lo + h, length).to(self.dtype)
+                        row = side.velocity[axis] * shape
+                        value.select(1 + axis, index).copy_(
+                            row.view(value.select(1 + axis, index).shape)
+                        )
         if self.regions:
             x, y = self.face_positions(axis)
             for region in self.regions:
@@ -214,8 +233,9 @@ class MacGrid:
 
         Along its own (normal) axis: periodic wrap, else a copy of the boundary face (zero
         normal gradient; walls and inflow faces are fixed anyway). Along the tangential
-        axis: periodic wrap, else ``-inside`` (no-slip, inflow: + 2 u_in unless
-        ``homogeneous``) or ``+inside`` (free-slip, outflow).
+        axis: periodic wrap, else ``-inside`` (no-slip, inflow: + 2 u_in, a moving
+        no-slip wall: + 2 u_wall, unless ``homogeneous``) or ``+inside`` (free-slip,
+        outflow).
         """
         out = f
         for ax in (0, 1):
@@ -232,12 +252,34 @@ class MacGrid:
                     side = self.boundary.side(ax, upper)
                     if side.kind in (Kind.free_slip, Kind.outflow):
                         ghosts.append(edge)
+                    elif side.kind is Kind.inflow and side.profile is not Profile.uniform:
+                        if not homogeneous:
+                            speed = side.velocity[axis] * self._along_side(axis, edge, ax)
+                            ghosts.append(2 * speed - edge)
+                        else:
+                            ghosts.append(-edge)
                     elif side.kind is Kind.inflow and not homogeneous:
                         ghosts.append(2 * side.velocity[axis] - edge)
+                    elif side.kind is Kind.no_slip and side.velocity[axis] and not homogeneous:
+                        ghosts.append(2 * side.velocity[axis] - edge)  # a moving wall
                     else:
                         ghosts.append(-edge)
                 out = torch.cat([ghosts[0], out, ghosts[1]], dim=d)
         return out
+
+    def _along_side(self, axis: int, edge: Tensor, side_axis: int) -> Tensor:
+        """The profile shape (:func:`parabola`) at the faces of component ``axis`` in
+        ``edge``, a ghost row of a side normal to ``side_axis``; ``edge`` runs along
+        ``axis`` over its unique faces, plus one ghost each end if already padded."""
+        d = 1 + axis
+        count = edge.shape[d]
+        start = (count - (self.nx, self.ny)[axis] - 1) // 2  # 1: padded along axis
+        h = (self.dx, self.dy)[axis]
+        s = (torch.arange(count, dtype=torch.float64, device=self.device) - start) * h
+        shape = parabola(s, self.upper[axis] - self.lower[axis]).to(self.dtype)
+        view = [1, 1, 1]
+        view[d] = count
+        return shape.view(view)
 
     # -- sampling -----------------------------------------------------------------------
     def centres(self) -> tuple[Tensor, Tensor]:

@@ -14,13 +14,17 @@ exactly the residual of the solve. Three solvers of L p = r, all on [B, nx, ny]:
   Neumann problem is the periodic one on the even (mirror) extension, solved by FFT.
 * ``cg``: matrix-free Jacobi-preconditioned conjugate gradients on -L (SPD), batched
   with per-sample convergence; any boundary and obstacle (solid cells get p = 0).
-* ``direct``: exact block-Cholesky factorization of -L (:class:`BlockCholesky`), made
+* ``direct``: exact block-Cholesky factorization of -L
+  (:class:`~pbdl_cli.numerics.cholesky.BlockCholesky`), made
   once per geometry and reused by every solve; any boundary and obstacle as long as one
   axis is not periodic. Fastest for fixed geometries (obstacles, inflow, outflow), e.g.
   32x faster than ``cg`` on 128 x 256 cells with a cylinder.
 
 Without an outflow the constant pressure is a null space: the right-hand side is made
-zero-mean over the fluid cells and so is p (the pseudo-inverse). All three are
+zero-mean over the fluid cells and so is p (the pseudo-inverse). With pockets of fluid
+enclosed by an obstacle, every connected region without an outflow face has its own
+constant (:class:`~pbdl_cli.numerics.regions.FluidRegions`): the means are removed per
+region and ``direct`` pins one cell per region. All three are
 symmetric, so :class:`SymmetricSolve` differentiates a solve by one more solve of the
 same system with the incoming gradient as right-hand side (implicit function theorem),
 never by backpropagating through iterations.
@@ -37,7 +41,9 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
+from pbdl_cli.numerics.cholesky import BlockCholesky
 from pbdl_cli.numerics.mac import MacGrid
+from pbdl_cli.numerics.regions import FluidRegions
 
 
 class PressureMethod(str, enum.Enum):
@@ -54,15 +60,21 @@ class SolveInfo:
 
     Attributes:
         iterations: CG iterations per sample (0 for direct solves).
-        residual: max |b - A x| per sample after the solve.
-        converged: residual <= the tolerance.
+        residual: max |b - A x| per sample after the solve (the true residual,
+            recomputed from the final iterate, not CG's recursive one).
+        converged: residual <= threshold, the tolerance that was asked for (a CG that
+            stopped on its recursive residual while the true one is above the
+            threshold, e.g. stalled in float32, did not converge).
         divergence: max |div u| over fluid cells after a projection (else None).
+        threshold: the requested absolute tolerance max(tol max|b|, atol) per sample
+            (None for exact solves).
     """
 
     iterations: Tensor
     residual: Tensor
     converged: Tensor
     divergence: Tensor | None = None
+    threshold: Tensor | None = None
 
 
 class LinearSystem(Protocol):
@@ -98,8 +110,10 @@ def pcg(
 ) -> tuple[Tensor, SolveInfo]:
     """Batched Jacobi-preconditioned conjugate gradients for an SPD ``apply``.
 
-    ``b`` [B, ...]; a sample stops once max|r| <= max(tol max|b|, atol) (its iterate is
-    then frozen, so it does not depend on the rest of the batch). ``project`` (e.g.
+    ``b`` [B, ...]; a sample stops once its recursive residual max|r| <= max(tol max|b|,
+    atol) (its iterate is then frozen, so it does not depend on the rest of the batch).
+    The returned :class:`SolveInfo` reports the true residual max|b - A x| of the final
+    iterate and calls a sample converged only when that meets the same threshold. ``project`` (e.g.
     removing the mean) is applied to the residual to stay in the range of a singular A.
     """
     batch = b.shape[0]
@@ -140,8 +154,7 @@ def pcg(
     if project is not None:
         true = project(true)
     residual = amax(true)
-    # the recursive residual can drift from the true one in low precision: allow 10x
-    return x, SolveInfo(iterations, residual, residual <= 10 * threshold)
+    return x, SolveInfo(iterations, residual, residual <= threshold, threshold=threshold)
 
 
 _EIGEN_CACHE: dict[tuple, Tensor] = {}
@@ -205,14 +218,28 @@ class PressureSystem:
         self.info: SolveInfo | None = None
         self.backward_info: SolveInfo | None = None
         self._last: Tensor | None = None
+        #: the connected fluid regions (cg, direct); None: spectral (one region)
+        self.regions: FluidRegions | None = None
+        self._project: Callable[[Tensor], Tensor] | None = (
+            self._remove_mean if self.singular else None
+        )
+        singular_cells = None
         if method in (PressureMethod.cg, PressureMethod.direct):
             diag = mac.pressure_diagonal()
             isolated = diag == 0  # solid cells (and fluid cells with no open face)
             self._pin = isolated.to(mac.dtype)
             self._inv_diag = 1 / torch.where(isolated, 1.0, diag)
+            self.regions = FluidRegions(mac)
+            if self.regions.count > 1 or (self.regions.num_singular > 0) != self.singular:
+                # pockets of fluid: one null-space constant per closed region
+                self.singular = self.regions.num_singular > 0
+                self._project = self.regions.remove_means if self.singular else None
+            if self.singular:
+                singular_cells = self.regions.singular
         self._factor: BlockCholesky | None = None
         if method is PressureMethod.direct:
-            self._factor = BlockCholesky(mac, self._pin, singular=self.singular)
+            assert self.regions is not None
+            self._factor = BlockCholesky(mac, self._pin, self.regions.labels, singular_cells)
 
     # -- helpers ------------------------------------------------------------------------
     def _remove_mean(self, r: Tensor) -> Tensor:
@@ -232,9 +259,9 @@ class PressureSystem:
         """p [B, nx, ny] with L p = rhs (zero-mean pseudo-inverse when singular)."""
         batch = rhs.shape[0]
         zeros = torch.zeros(batch, dtype=torch.int64, device=rhs.device)
+        project = self._project
         if self.method is PressureMethod.cg:
             b = rhs if self.mac.fluid is None else rhs * self.mac.fluid
-            project = self._remove_mean if self.singular else None
             if project is not None:
                 b = project(b)
             x0 = None
@@ -256,14 +283,14 @@ class PressureSystem:
         elif self.method is PressureMethod.direct:
             assert self._factor is not None
             b = rhs if self.mac.fluid is None else rhs * self.mac.fluid
-            if self.singular:
-                b = self._remove_mean(b)
+            if project is not None:
+                b = project(b)
             p = self._factor.solve(-b)  # -L p = -rhs
-            if self.singular:
-                p = self._remove_mean(p)
+            if project is not None:
+                p = project(p)
             true = -b - self.apply(p)
-            if self.singular:
-                true = self._remove_mean(true)
+            if project is not None:
+                true = project(true)
             res = true.abs().amax(dim=(1, 2))
             info = SolveInfo(zeros, res, torch.ones_like(res, dtype=torch.bool))
         else:
@@ -293,124 +320,6 @@ class PressureSystem:
         modes[:, 0, 0] = 0
         p = torch.fft.irfft2(modes, s=n)
         return p[:, :nx, :ny]
-
-
-class BlockCholesky:
-    """Exact solves of the pressure system M p = b, M = -L (+ 1 on isolated cells), by a
-    block Cholesky factorization: the 5-point M is block tridiagonal along a non-periodic
-    axis (blocks = the lines of cells across it, coupled by the faces between lines):
-
-        S_0 = D_0,  S_j = D_j - E_j E_j^T,  E_j = C_j L_{j-1}^{-T},  L_j = chol(S_j),
-
-    with D_j the (tridiagonal, or cyclic for a periodic cross axis) block of line j and
-    C_j the diagonal coupling of lines j and j - 1. The factors are computed once in
-    float64 (per sample where the geometry has a batch dimension) and applied as two
-    sweeps of small matrix products (L_j^{-1} is stored), in the mask's dtype. Without
-    an outflow (singular M) one fluid cell is pinned (its row and column replaced by
-    the identity): for a zero-mean right-hand side the solution differs from the
-    pseudo-inverse's only by a constant, which the caller removes.
-
-    Memory: (lines) x (line length)^2 x 2 numbers per distinct geometry (33 MB in
-    float64 for 128 x 256 cells).
-    """
-
-    def __init__(self, mac: MacGrid, pin: Tensor, *, singular: bool) -> None:
-        # lines along the axis that is not periodic (prefer y: lines of nx cells)
-        self.axis = 1 if not mac.periodic[1] else 0
-        dtype, device = torch.float64, mac.device
-        coupled = mac.pressure_diagonal().to(dtype)  # [G, nx, ny]; 0: isolated cells
-        d = coupled + pin.to(dtype)
-        ox = mac.full(mac.open_x, 0).to(dtype)  # [G, nx + 1, ny]
-        oy = mac.full(mac.open_y, 1).to(dtype)  # [G, nx, ny + 1]
-        groups = max(d.shape[0], ox.shape[0], oy.shape[0])
-        d, ox, oy, coupled = (t.expand(groups, *t.shape[1:]) for t in (d, ox, oy, coupled))
-        if self.axis == 0:  # lines along y: swap the roles of x and y
-            d, ox, oy = d.transpose(1, 2), oy.transpose(1, 2), ox.transpose(1, 2)
-            coupled = coupled.transpose(1, 2)
-            hx, hy, wrap = mac.dy, mac.dx, mac.periodic[1]
-        else:
-            hx, hy, wrap = mac.dx, mac.dy, mac.periodic[0]
-        n, m = d.shape[1], d.shape[2]  # line length, number of lines
-        # tridiagonal (cyclic) line blocks D [G, m, n, n] and couplings c [G, m, n]
-        eye = torch.arange(n, device=device)
-        blocks = torch.zeros(groups, m, n, n, dtype=dtype, device=device)
-        blocks[:, :, eye, eye] = d.transpose(1, 2)
-        off = -ox[:, 1:n].transpose(1, 2) / hx**2  # faces between cells i - 1 and i
-        blocks[:, :, eye[1:], eye[:-1]] = off
-        blocks[:, :, eye[:-1], eye[1:]] = off
-        if wrap:  # periodic cross axis: face 0 joins cell n - 1 and cell 0
-            corner = -ox[:, 0] / hx**2  # [G, m]
-            blocks[:, :, 0, n - 1] = blocks[:, :, 0, n - 1] + corner
-            blocks[:, :, n - 1, 0] = blocks[:, :, n - 1, 0] + corner
-        coupling = -oy[:, :, :m].transpose(1, 2) / hy**2  # [G, m, n]; line 0: unused
-        pinned = torch.zeros(groups, m, n, dtype=torch.bool, device=device)
-        if singular:  # pin the first fluid cell with a coupling
-            flat = (coupled > 0).transpose(1, 2).reshape(groups, -1)
-            for g in range(groups):
-                k = int(torch.nonzero(flat[g])[0])
-                j, i = divmod(k, n)
-                pinned[g, j, i] = True
-                blocks[g, j, i, :] = 0
-                blocks[g, j, :, i] = 0
-                blocks[g, j, i, i] = 1
-                coupling[g, j, i] = 0
-                if j + 1 < m:
-                    coupling[g, j + 1, i] = 0
-        inv_l = torch.empty_like(blocks)
-        sub = torch.zeros_like(blocks)  # E_j
-        previous = None
-        for j in range(m):
-            s = blocks[:, j]
-            if previous is not None:
-                # E_j = C_j L_{j-1}^{-T}: C_j diagonal, so E_j = diag(c_j) inv_l^T
-                e = coupling[:, j, :, None] * previous.transpose(1, 2)
-                sub[:, j] = e
-                s = s - e @ e.transpose(1, 2)
-            chol = torch.linalg.cholesky(s)
-            eye_n = torch.eye(n, dtype=dtype, device=device).expand_as(chol)
-            previous = torch.linalg.solve_triangular(chol, eye_n, upper=False)
-            inv_l[:, j] = previous
-        target = mac.dtype
-        self.inv_l = inv_l.to(target)  # [G, m, n, n]
-        self.sub = sub.to(target)
-        self.n, self.m = n, m
-        #: 1 except on the pinned cell (singular systems), [G, nx, ny]
-        keep = (~pinned).transpose(1, 2)
-        self.keep = (keep.transpose(1, 2) if self.axis == 0 else keep).to(target)
-
-    def solve(self, b: Tensor) -> Tensor:
-        """p with M p = b for b [B, nx, ny] (the factors' G is 1 or B); with a pinned
-        cell, p there is 0."""
-        b = b * self.keep
-        rhs = b.transpose(1, 2) if self.axis == 0 else b
-        # columns: [B, m, n] -> per line j a vector [B, n, 1]
-        lines = rhs.transpose(1, 2).unsqueeze(-1)
-        inv_l, sub = self.inv_l, self.sub
-        if inv_l.shape[0] == 1:
-            inv_l, sub = inv_l[0], sub[0]  # broadcast over the batch
-        ys = []
-        y = None
-        for j in range(self.m):
-            r = lines[:, j]
-            if y is not None:
-                r = r - _at(sub, j) @ y
-            y = _at(inv_l, j) @ r
-            ys.append(y)
-        xs: list[Tensor] = [None] * self.m  # type: ignore[list-item]
-        x = None
-        for j in range(self.m - 1, -1, -1):
-            r = ys[j]
-            if x is not None:
-                r = r - _at(sub, j + 1).transpose(-1, -2) @ x
-            x = _at(inv_l, j).transpose(-1, -2) @ r
-            xs[j] = x
-        p = torch.stack(xs, dim=1).squeeze(-1).transpose(1, 2)  # [B, n, m]
-        return p.transpose(1, 2) if self.axis == 0 else p
-
-
-def _at(factors: Tensor, j: int) -> Tensor:
-    """Line j of per-line factors [m, n, n] or [B, m, n, n]."""
-    return factors[j] if factors.dim() == 3 else factors[:, j]
 
 
 def pressure_solve(rhs: Tensor, system: PressureSystem) -> Tensor:

@@ -8,11 +8,13 @@ in the channel x in (0, width), y in (0, length) (book: 100 x 200), with the flo
 cells across and ny = 64 along the flow by default: the book's ``SOURCE_RES = [64, 32]``
 in its (y, x) order). Boundaries: an inflow strip ``y <= inflow_depth`` whose faces are
 held at (u, v) = (0, inflow_speed) every substep (a :class:`VelocityRegion`; the book's
-``HardGeometryMask(Box(y=(None, 5)))``), inflow (0, inflow_speed) at y = 0, an open
-top (outflow, p = 0), no-slip ("sticky") walls at x = 0 and x = width, and a cylinder
-(cell mask of the disc ``obstacle_centre``, ``obstacle_radius``; book: centre (50, 50),
-radius 10). An optional passive ``marker`` (``marker=true``) is fed at rate 1 in the box
-x in (25, 75), y in (5, 10) (visualization only, as in the book).
+``HardGeometryMask(Box(y=(None, 5)))``), inflow (0, inflow_speed) at y = 0 (or, with
+``inflow_profile=parabolic`` and no strip, the parabola 4 inflow_speed x (W - x) / W^2
+across the channel), an open top (outflow, p = 0), no-slip ("sticky") walls at x = 0
+and x = width, and a cylinder (cell mask of the disc ``obstacle_centre``,
+``obstacle_radius``; book: centre (50, 50), radius 10). An optional passive ``marker``
+(``marker=true``) is fed at rate 1 in the box x in (25, 75), y in (5, 10)
+(visualization only, as in the book).
 
 Viscosity: the book sets ``diffusivity = dt res^2 / Re_phiflow`` with dt = 1,
 res = 32 and ``Re_phiflow = Re / RE_FAC_SOL``, ``RE_FAC_SOL = 10 / 128^2``, i.e.
@@ -42,7 +44,15 @@ import math
 import torch
 from torch import Tensor
 
-from pbdl_cli.numerics.geometry import Boundary, Side, VelocityRegion, box_mask, sphere_mask
+from pbdl_cli.numerics.geometry import (
+    Boundary,
+    Profile,
+    Side,
+    VelocityRegion,
+    box_mask,
+    parabola,
+    sphere_mask,
+)
 from pbdl_cli.problems.base import PROBLEMS, BurnIn, Grid, Params, Problem
 from pbdl_cli.problems.flow import FlowSetup, coarsen_state
 from pbdl_cli.registry import PluginConfig
@@ -71,8 +81,13 @@ class KarmanConfig(PluginConfig):
         re_factor: nu = re_factor / Re (the book's 0.625).
         obstacle_centre: cylinder centre (x, y).
         obstacle_radius: cylinder radius.
-        inflow_speed: v of the inflow strip and the bottom side.
+        inflow_speed: v of the inflow strip and the bottom side (the peak of a
+            parabolic profile).
         inflow_depth: the strip is y <= inflow_depth.
+        inflow_profile: ``uniform`` (the book) or ``parabolic``: the bottom side's v is
+            4 inflow_speed x (W - x) / W^2 across the channel (a developed channel
+            flow, the Schaefer-Turek inflow; mean 2/3 inflow_speed); needs
+            inflow_depth = 0 (the strip would hold a uniform velocity).
         t_end: time covered by the stored frames (after the burn-in).
         dt: output interval (the book's 1).
         warmup: burn-in time before frame 0 (a whole multiple of dt).
@@ -94,6 +109,7 @@ class KarmanConfig(PluginConfig):
     obstacle_radius: float = 10.0
     inflow_speed: float = 1.0
     inflow_depth: float = 5.0
+    inflow_profile: Profile = Profile.uniform
     t_end: float = 100.0
     dt: float = 1.0
     warmup: float = 100.0
@@ -127,6 +143,12 @@ class KarmanConfig(PluginConfig):
             raise ValueError("warmup_jitter must be >= 0 and warmup_substeps >= 1")
         if self.perturbation < 0:
             raise ValueError("perturbation must be >= 0")
+        self.inflow_profile = Profile(self.inflow_profile)
+        if self.inflow_profile is Profile.parabolic and self.inflow_depth != 0:
+            raise ValueError(
+                "inflow_profile=parabolic needs inflow_depth=0 "
+                "(the inflow strip holds a uniform velocity)"
+            )
 
 
 @PROBLEMS.register("karman")
@@ -190,8 +212,15 @@ class Karman(Problem):
         c, g = self.config, self.grid
         wall = Side("no_slip")
         inflow = (0.0, float(c.inflow_speed))
-        boundary = Boundary(wall, wall, Side("inflow", inflow), Side("outflow"))
-        strip = VelocityRegion(upper=(None, c.inflow_depth), velocity=inflow)
+        if c.inflow_profile is Profile.uniform:
+            boundary = Boundary(wall, wall, Side("inflow", inflow), Side("outflow"))
+            regions: tuple[VelocityRegion, ...] = (
+                VelocityRegion(upper=(None, c.inflow_depth), velocity=inflow),
+            )
+        else:  # the side alone: no strip (inflow_depth = 0)
+            bottom = Side("inflow", inflow, profile=c.inflow_profile)
+            boundary = Boundary(wall, wall, bottom, Side("outflow"))
+            regions = ()
         sources = {}
         if c.marker:
             box = box_mask(g.shape, g.lower, g.upper, (25.0, c.inflow_depth), (75.0, 10.0))
@@ -199,7 +228,7 @@ class Karman(Problem):
         return FlowSetup(
             boundary=boundary,
             obstacle=self.obstacle(),
-            velocity_regions=(strip,),
+            velocity_regions=regions,
             sources=sources,
         )
 
@@ -224,6 +253,9 @@ class Karman(Problem):
         state[:, 1] = c.inflow_speed
         # u faces: x = i dx, y = centre
         dx, dy = g.spacing
+        if c.inflow_profile is Profile.parabolic:  # v faces: x = centre
+            xc = (torch.arange(g.shape[0], dtype=torch.float64) + 0.5) * dx
+            state[:, 1] = c.inflow_speed * parabola(xc, c.width)[:, None]
         x = torch.arange(g.shape[0], dtype=torch.float64) * dx
         y = (torch.arange(g.shape[1], dtype=torch.float64) + 0.5) * dy
         xc, yc = c.obstacle_centre

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from pbdl_cli.errors import PbdlError
 from pbdl_cli.numerics.mac import MacGrid
 from pbdl_cli.problems import PROBLEMS
 from pbdl_cli.problems.karman import BOOK_RE_FACTOR, Karman, KarmanConfig
@@ -77,6 +78,24 @@ def test_inflow_strip_holds_and_the_flow_is_divergence_free():
     assert float(frames[0, -1, 1][solid].abs().max()) == 0.0  # no flow into the cylinder
     # the flux through the channel: what the strip pushes in leaves at the top
     assert float(frames[0, -1, 1, :, 40].sum()) == pytest.approx(32.0, rel=1e-6)
+
+
+def test_a_parabolic_inflow_replaces_the_strip():
+    """inflow_profile=parabolic: the bottom faces hold the face means of
+    4 U x (W - x) / W^2 (flux 2/3 U W), there is no strip, and the flow stays
+    divergence-free; with the strip's default depth the option is refused."""
+    problem = _problem(inflow_profile="parabolic", inflow_depth=0.0)
+    setup = problem.flow_setup(problem.sample_params(1, torch.Generator()))
+    assert setup.velocity_regions == () and setup.boundary.y_lo.profile.value == "parabolic"
+    frames, solver = _run(problem, 3)
+    v_in = frames[0, -1, 1, :, 0]
+    dx = problem.grid.spacing[0]
+    assert float(v_in.sum()) * dx == pytest.approx(2 / 3 * 1.0 * 100.0, rel=1e-12)
+    x = (torch.arange(32, dtype=F64) + 0.5) * dx
+    assert torch.allclose(v_in, 4 * x * (100 - x) / 100**2 - dx**2 / (3 * 100**2), atol=1e-12)
+    assert float(solver.last_info.divergence.max()) < 1e-10
+    with pytest.raises(PbdlError, match="inflow_profile=parabolic needs inflow_depth=0"):
+        _problem(inflow_profile="parabolic")
 
 
 def test_the_wake_sheds_vortices_only_when_perturbed():
