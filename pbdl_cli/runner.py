@@ -30,6 +30,7 @@ from pbdl_cli.config import translate
 from pbdl_cli.errors import PbdlError, did_you_mean
 from pbdl_cli.plugins import load_plugins
 from pbdl_cli.search_path import config_dirs, searching
+from pbdl_cli.utils.space import check_writable, disk_full_error, is_disk_full
 
 CONFIG_MODULE = "pbdl_cli.conf"
 VERSION_BASE = "1.3"
@@ -255,6 +256,8 @@ def check(stage_name: str, args: argparse.Namespace) -> Built | None:
         with _recorded_logs() as records:
             settings = stage.build(cfg)
         if runs:
+            if run_dir is not None:  # before Hydra creates it
+                check_writable(run_dir, "run directory")
             stage.preflight(settings, run_dir)
         return Built(config_key(cfg), settings, records)
     # warnings (e.g. resolution hints) are logged once, by each job
@@ -328,6 +331,12 @@ class StageTask:
         except KeyboardInterrupt:
             report_error("interrupted; results written before the interruption are kept")
             raise SystemExit(130) from None
+        except (OSError, RuntimeError) as error:  # a full disk where no writer named it
+            if not is_disk_full(error):
+                raise
+            where = getattr(error, "filename", None) or Path.cwd()
+            report_error(str(disk_full_error(where, cleaned=False)))
+            raise SystemExit(1) from None
 
 
 @contextlib.contextmanager

@@ -41,6 +41,7 @@ from pbdl_cli.training.distributed import Launch
 from pbdl_cli.training.trainer import TrainingDiverged, TrainingInterrupted, fit
 from pbdl_cli.utils.device import resolve_device, resolve_dtype
 from pbdl_cli.utils.files import atomic_write_text
+from pbdl_cli.utils.space import check_writable
 
 log = logging.getLogger("pbdl.train")
 
@@ -125,7 +126,10 @@ class Train(Stage):
         )
 
     def preflight(self, settings: TrainSettings, run_dir: Path | None) -> None:
-        """Refuse to train over an earlier run unless told to resume or replace it."""
+        """Refuse to train over an earlier run unless told to resume or replace it, or
+        where its checkpoints cannot be written."""
+        if run_dir is not None:
+            check_writable(run_dir / "checkpoints", "checkpoint folder")
         if run_dir is None or settings.config.resume:
             return
         found = [name for name in RUN_FILES if (run_dir / name).exists()]
