@@ -263,7 +263,10 @@ def check(stage_name: str, args: argparse.Namespace) -> Built | None:
     # warnings (e.g. resolution hints) are logged once, by each job
     logging.disable(logging.WARNING)
     try:
-        for overrides in sweep_combinations(args.overrides):
+        combinations = sweep_combinations(args.overrides)
+        if runs:  # Hydra creates the sweep directory before any job starts
+            _check_sweep_dir(stage.config_name, combinations[0], args.config_dir)
+        for overrides in combinations:
             settings = stage.build(
                 compose(stage.config_name, overrides, config_dir=args.config_dir)
             )
@@ -280,6 +283,16 @@ def _run_dir(cfg: DictConfig) -> Path | None:
         return Path(str(cfg.hydra.run.dir))
     except Exception:
         return None
+
+
+def _check_sweep_dir(config_name: str, overrides: list[str], config_dir: str | None) -> None:
+    """Refuse a ``hydra.sweep.dir`` that cannot be written (one line, before any job)."""
+    cfg = _compose(config_name, overrides, config_dir, with_hydra=True)
+    try:
+        sweep_dir = Path(str(cfg.hydra.sweep.dir))
+    except Exception:  # does not resolve before Hydra starts
+        return
+    check_writable(sweep_dir, "sweep directory")
 
 
 # -- execution through Hydra ---------------------------------------------------------------

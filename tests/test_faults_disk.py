@@ -199,6 +199,7 @@ def test_unwritable_locations_are_refused_before_anything_runs(
             (["generate", "data.root=locked"], "dataset folder locked/burgers"),
             (["generate", "hydra.run.dir=locked/run"], "run directory locked/run"),
             (["train", "hydra.run.dir=locked/run"], "run directory locked/run"),
+            (["generate", "-m", "seed=0,1", "hydra.sweep.dir=locked/s"], "sweep directory"),
         ]:
             result = run_here(monkeypatch, capsys, *args, "debug=smoke")
             assert_one_line_error(result, 2, "cannot write the " + needle, "not writable")

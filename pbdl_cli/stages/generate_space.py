@@ -15,14 +15,15 @@ Sizes come from the problem's state shape (:attr:`Problem.state_shape`, ``(C, *s
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 
 from pbdl_cli.utils.space import check_disk, check_memory, check_writable
 
-if TYPE_CHECKING:
-    from pbdl_cli.stages.generate import GenerateSettings
+#: the settings of a generate run (:class:`pbdl_cli.stages.generate.GenerateSettings`,
+#: which imports this module)
+GenerateSettings = Any
 
 #: solver temporaries, in states of one batch (spectral transforms, stages, pressure)
 WORK_STATES = 4
