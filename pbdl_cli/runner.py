@@ -30,6 +30,7 @@ from pbdl_cli.errors import PbdlError
 from pbdl_cli.overrides import compose_error, sweep_combinations
 from pbdl_cli.plugins import load_plugins
 from pbdl_cli.search_path import config_dirs, searching
+from pbdl_cli.utils.space import check_writable, disk_full_error, is_disk_full
 
 CONFIG_MODULE = "pbdl_cli.conf"
 VERSION_BASE = "1.3"
@@ -185,12 +186,17 @@ def check(stage_name: str, args: argparse.Namespace) -> Built | None:
         with _recorded_logs() as records:
             settings = stage.build(cfg)
         if runs:
+            if run_dir is not None:  # before Hydra creates it
+                check_writable(run_dir, "run directory")
             stage.preflight(settings, run_dir)
         return Built(config_key(cfg), settings, records)
     # warnings (e.g. resolution hints) are logged once, by each job
     logging.disable(logging.WARNING)
     try:
-        for overrides in sweep_combinations(args.overrides):
+        combinations = sweep_combinations(args.overrides)
+        if runs:  # Hydra creates the sweep directory before any job starts
+            _check_sweep_dir(stage.config_name, combinations[0], args.config_dir)
+        for overrides in combinations:
             settings = stage.build(
                 compose(stage.config_name, overrides, config_dir=args.config_dir)
             )
@@ -207,6 +213,16 @@ def _run_dir(cfg: DictConfig) -> Path | None:
         return Path(str(cfg.hydra.run.dir))
     except Exception:
         return None
+
+
+def _check_sweep_dir(config_name: str, overrides: list[str], config_dir: str | None) -> None:
+    """Refuse a ``hydra.sweep.dir`` that cannot be written (one line, before any job)."""
+    cfg = _compose(config_name, overrides, config_dir, with_hydra=True)
+    try:
+        sweep_dir = Path(str(cfg.hydra.sweep.dir))
+    except Exception:  # does not resolve before Hydra starts
+        return
+    check_writable(sweep_dir, "sweep directory")
 
 
 # -- execution through Hydra ---------------------------------------------------------------
@@ -258,6 +274,12 @@ class StageTask:
         except KeyboardInterrupt:
             report_error("interrupted; results written before the interruption are kept")
             raise SystemExit(130) from None
+        except (OSError, RuntimeError) as error:  # a full disk where no writer named it
+            if not is_disk_full(error):
+                raise
+            where = getattr(error, "filename", None) or Path.cwd()
+            report_error(str(disk_full_error(where, cleaned=False)))
+            raise SystemExit(1) from None
 
 
 @contextlib.contextmanager

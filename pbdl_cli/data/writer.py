@@ -38,6 +38,7 @@ from pbdl_cli.data.schema import (
     partial_path,
     spatial_shape,
 )
+from pbdl_cli.utils.space import disk_full_as_error, disk_full_error, is_disk_full
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -163,6 +164,12 @@ class TrajectoryWriter:
         if frame_bytes > MAX_CHUNK_BYTES:
             raise ValueError(f"one frame is {human_size(frame_bytes)}; HDF5 chunks max 4 GiB")
 
+        #: bytes of the uncompressed data: what the file needs on disk, about
+        self.nbytes = FIELD_DTYPE.itemsize * n * t * sum(
+            math.prod(shape) for shape in self._field_shapes.values()
+        ) + PARAM_DTYPE.itemsize * n * sum(
+            math.prod(shape) for shape in self._param_shapes.values()
+        )
         self._count = 0
         self._closed = False
         self._broken = False
@@ -171,14 +178,20 @@ class TrajectoryWriter:
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._file = h5py.File(self.partial_path, "w")
+            # no chunk cache: each chunk goes to disk when written, so a full disk fails
+            # the write that hits it; cached chunks HDF5 cannot flush would be flushed
+            # again when the interpreter exits and crash it (a segmentation fault)
+            self._file = h5py.File(self.partial_path, "w", rdcc_nbytes=0)
         except OSError as e:
+            if is_disk_full(e):
+                raise disk_full_error(self.partial_path, self.nbytes) from None
             raise DatasetError(
                 f"cannot create {self.partial_path}: is another write to it still running, "
                 "or is the directory read-only?"
             ) from e
         try:
-            self._create(coord_arrays, axes, compression)
+            with disk_full_as_error(self.partial_path, self.nbytes):
+                self._create(coord_arrays, axes, compression)
         except BaseException:
             self.abort()
             raise
@@ -276,9 +289,10 @@ class TrajectoryWriter:
             )
         start = self._count
         try:
-            for path, arr in batch.items():
-                self._file[path][start : start + b] = arr
-                self._hashes[path].update(arr)
+            with disk_full_as_error(self.partial_path, self.nbytes):
+                for path, arr in batch.items():
+                    self._file[path][start : start + b] = arr
+                    self._hashes[path].update(arr)
         except BaseException:
             self._broken = True  # file and running digests may disagree now
             raise
@@ -316,9 +330,10 @@ class TrajectoryWriter:
         ]
         attrs["attributes_checksum"] = attributes_checksum(self._file)
         attrs["checksum"] = combine(entries)
-        self._file.close()
-        with open(self.partial_path, "rb+") as fh:
-            os.fsync(fh.fileno())
+        with disk_full_as_error(self.partial_path, self.nbytes):
+            self._file.close()
+            with open(self.partial_path, "rb+") as fh:
+                os.fsync(fh.fileno())
         os.replace(self.partial_path, self.path)
         self._closed = True
         return self.path

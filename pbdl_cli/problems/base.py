@@ -137,6 +137,12 @@ class Problem(ABC):
         """The spatial grid states live on."""
 
     @property
+    def state_shape(self) -> tuple[int, ...]:
+        """Shape of one state, ``(C, *spatial)``: what a solver steps and a dataset stores
+        per frame (what pbdl sizes memory and disk with before a run starts)."""
+        return (self.num_channels, *self.grid.shape)
+
+    @property
     @abstractmethod
     def t_end(self) -> float:
         """Final time of a trajectory."""

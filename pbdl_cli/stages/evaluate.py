@@ -54,6 +54,7 @@ from pbdl_cli.stages.train import TrainConfig, train_config
 from pbdl_cli.training.checkpoint import load_checkpoint
 from pbdl_cli.utils.device import resolve_device, resolve_dtype
 from pbdl_cli.utils.files import atomic_write_text
+from pbdl_cli.utils.space import check_writable
 
 log = logging.getLogger("pbdl.evaluate")
 
@@ -201,6 +202,9 @@ class Evaluate(Stage):
             device=device,
             dtype=dtype,
         )
+
+    def preflight(self, settings: EvaluateSettings, run_dir: Path | None) -> None:
+        check_writable(settings.run / "eval", "evaluation folder")
 
     def run(self, settings: EvaluateSettings, run_dir: Path) -> dict[str, Any]:
         # Hydra's run_dir is <run>/eval too, except in a sweep (-m run=A,B)

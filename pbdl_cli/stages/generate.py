@@ -37,10 +37,12 @@ from pbdl_cli.problems import PROBLEMS, Problem
 from pbdl_cli.problems.base import BurnIn, Params
 from pbdl_cli.solvers import NO_SOLVER, SOLVERS, Solver, rollout
 from pbdl_cli.stages.base import STAGES, Stage
+from pbdl_cli.stages.generate_space import check_generate_space, dataset_bytes
 from pbdl_cli.utils.device import resolve_device, resolve_dtype
 from pbdl_cli.utils.files import atomic_write_text, publish_directory, remove_stale_partials
 from pbdl_cli.utils.progress import progress
 from pbdl_cli.utils.seeding import derive_seed, generator
+from pbdl_cli.utils.space import disk_full_as_error
 
 log = logging.getLogger("pbdl.generate")
 
@@ -190,6 +192,7 @@ class Generate(Stage):
                 f"dataset {settings.target} already exists; pass overwrite=true to replace "
                 "it or data.name=<new name> to keep both"
             )
+        check_generate_space(settings)
 
     def run(self, settings: GenerateSettings, run_dir: Path) -> dict[str, Any]:
         s = settings
@@ -217,11 +220,12 @@ class Generate(Stage):
         start = time.perf_counter()
         try:
             files = {}
-            for split, count in sizes.items():
-                if count:
-                    files[split] = write_split(s, split, count, partial / f"{split}.h5", yaml)
-            atomic_write_text(partial / "config.yaml", yaml)
-            publish_directory(partial, s.target, overwrite=s.config.overwrite)
+            with disk_full_as_error(partial, dataset_bytes(s)):
+                for split, count in sizes.items():
+                    if count:
+                        files[split] = write_split(s, split, count, partial / f"{split}.h5", yaml)
+                atomic_write_text(partial / "config.yaml", yaml)
+                publish_directory(partial, s.target, overwrite=s.config.overwrite)
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
             raise

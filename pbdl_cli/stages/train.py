@@ -43,6 +43,7 @@ from pbdl_cli.training.distributed import Launch
 from pbdl_cli.training.trainer import TrainingDiverged, TrainingInterrupted, fit
 from pbdl_cli.utils.device import resolve_device, resolve_dtype
 from pbdl_cli.utils.files import atomic_write_text
+from pbdl_cli.utils.space import check_writable
 
 log = logging.getLogger("pbdl.train")
 
@@ -132,10 +133,12 @@ class Train(Stage):
         )
 
     def preflight(self, settings: TrainSettings, run_dir: Path | None) -> None:
-        """Refuse to train over an earlier run unless told to resume or replace it, and a
-        resume that would change the run (:func:`~pbdl_cli.stages.resume.check_resume`)."""
+        """Refuse to train over an earlier run unless told to resume or replace it, a
+        resume that would change the run (:func:`~pbdl_cli.stages.resume.check_resume`),
+        and a run whose checkpoints cannot be written."""
         if run_dir is None:
             return
+        check_writable(run_dir / "checkpoints", "checkpoint folder")
         if settings.config.resume:
             _check_resume(settings.config, run_dir)
             return

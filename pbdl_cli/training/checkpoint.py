@@ -13,6 +13,7 @@ trainer's ``load_state_dict`` calls move model and optimizer states to their dev
 
 from __future__ import annotations
 
+import io
 import pickle
 import random
 from pathlib import Path
@@ -72,9 +73,16 @@ def _numpy_globals() -> list[Any]:
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """``torch.save`` to ``path`` through a temporary file and an atomic rename."""
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    """``torch.save`` to ``path`` through a temporary file and an atomic rename.
+
+    The bytes are serialized in memory first and then written as one file: on a full
+    disk torch's own writer fails with an unrelated message ("unexpected pos"), a plain
+    write with ENOSPC, which :func:`atomic_path` turns into a one-line error.
+    """
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    with atomic_path(path, needed=buffer.getbuffer().nbytes) as tmp, tmp.open("wb") as handle:
+        handle.write(buffer.getbuffer())
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -10,6 +10,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from pbdl_cli.utils.space import disk_full_as_error
+
 
 @functools.cache
 def default_mode() -> int:
@@ -21,22 +23,27 @@ def default_mode() -> int:
 
 
 @contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
+def atomic_path(path: Path, *, needed: int | None = None) -> Iterator[Path]:
     """A temporary path next to ``path`` that becomes ``path`` when the block succeeds and
     is removed when it fails, so readers see the old file or the complete new one.
 
     The temporary name keeps the suffix (``.<name>.<random>.tmp<suffix>``) for writers that
     choose their format by the extension; it has the permissions ``open(path, "w")`` gives.
+    A full disk (:func:`~pbdl_cli.utils.space.is_disk_full`) raises a one-line
+    :class:`~pbdl_cli.utils.space.NoSpaceError` naming ``path`` (and ``needed`` bytes,
+    where the caller knows them); the old file stays.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}"
-    )
+    with disk_full_as_error(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(
+            dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}"
+        )
     os.close(fd)
     os.chmod(tmp, default_mode())
     try:
-        yield Path(tmp)
-        os.replace(tmp, path)
+        with disk_full_as_error(path, needed):
+            yield Path(tmp)
+            os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
