@@ -116,7 +116,7 @@ def test_a_full_disk_while_saving_a_checkpoint_keeps_the_last_complete_one(
         "train",
         "debug=smoke",
         "resume=true",
-        "trainer.max_steps=8",
+        "trainer.lbfgs_steps=3",
         "hydra.run.dir=run",
     )
     assert_one_line_error(again, 1, "no space left on the device", str(Path("checkpoints/last.pt")))
