@@ -1,5 +1,26 @@
 """Faults a user meets (issue 11): each ends in one line on stderr and a documented exit
-code, with no traceback, and earlier results stay intact."""
+code (docs/cli.md), with no traceback, and earlier results stay intact.
+
+This module holds the run-level cases; the others live beside the code they guard. The
+issue's numbered cases and where each is tested:
+
+1. code in a checkpoint: ``test_opening_a_checkpoint_never_runs_code_stored_in_it``
+2. a finished run trained over: ``test_a_finished_run_is_not_trained_over_unless_asked``
+3. resume from the run's config, history kept: tests/stages/test_resume.py
+4. one seed: tests/stages/test_resume.py::test_one_seed_seeds_the_whole_run
+5. tampered dataset bytes: tests/methods/test_grid.py (``..._refused_before_training``),
+   every array and attribute: tests/data/test_checksum.py
+6. a full disk (injected and a real tmpfs), 7. unwritable locations, 9. sizes that cannot
+   fit: tests/test_faults_disk.py
+8. non-finite and out-of-range values: ``test_non_finite_and_out_of_range_values_...``
+10. showing a config: ``test_showing_a_config_does_not_depend_on_what_is_on_disk``
+11. hollow obstacles, both pressure solves: tests/numerics/test_regions.py
+12. moving walls, the lid-driven cavity against Ghia et al.: tests/solvers/test_ns_walls.py
+13. parabolic inflow: tests/solvers/test_ns_walls.py
+14. CG convergence at the requested tolerance: tests/numerics/test_pressure.py
+15. CUDA: tests/test_cuda.py (skipped, and reported so, without a CUDA device)
+16. progress without a terminal: tests/utils/test_progress.py
+"""
 
 from __future__ import annotations
 
