@@ -350,4 +350,39 @@ MUTANTS: list[Mutant] = [
         ["tests/stages/test_resume.py::test_one_seed_seeds_the_whole_run"],
         "seed=N does not reach the method (a PINN's points stay those of seed 0)",
     ),
+    # -- config, registry, command line -----------------------------------------------------
+    m(
+        "config-infinity-accepted",
+        "config.py",
+        "    elif isinstance(value, float) and not math.isfinite(value):",
+        "    elif isinstance(value, float) and math.isnan(value):",
+        [
+            "tests/test_faults.py::test_non_finite_and_out_of_range_values_are_refused_before_anything_runs"
+        ],
+        "an infinite value passes validation (only NaN is refused)",
+    ),
+    m(
+        "registry-no-suggestion",
+        "registry.py",
+        "                f\"unknown {self.kind} '{name}'{did_you_mean(name, self._entries)}; \"",
+        "                f\"unknown {self.kind} '{name}'; \"",
+        ["tests/test_registry.py::test_unknown_and_duplicate_names"],
+        "an unknown plugin name gets no 'did you mean'",
+    ),
+    m(
+        "info-mismatch-exit-zero",
+        "cli.py",
+        "    if verify and summary.checksum_ok is False:",
+        "    if False:",
+        ["tests/test_cli.py::test_info_rejects_truncated_and_foreign_files"],
+        "pbdl info shows a checksum mismatch but exits 0",
+    ),
+    m(
+        "sweep-value-skipped",
+        "overrides.py",
+        "        for value in values[1:]:",
+        "        for value in values[2:]:",
+        ["tests/test_registry.py::test_sweep_combinations_cover_every_value_once"],
+        "the up-front check of a sweep skips its second value",
+    ),
 ]
