@@ -183,8 +183,11 @@ HEADLINES: dict[str, list[Headline]] = {
         Headline("SOL-4 rel. L2, all frames <= 0.5 x NON", 0.0312 / 0.1086, 0.26, 0.37, True),
         Headline("NON rel. L2, last frame", None, 0.0205, 0.0217),
     ],
-    # the lecture's claim (no number; bound 5e-2): --quick runs the full settings: 0.004385
-    "oscillator_pinn": [Headline("PINN rel. L2 on [0, 1]", 5e-2, 0.0030, 0.0060)],
+    # the lecture's claim (no number; bound 5e-2): --quick runs the full settings. Seed 0
+    # with L-BFGS is sensitive to the CPU's floating-point kernels: 0.004385 on one
+    # machine, 0.011236 on another (an AMD EPYC, same torch 2.13 wheel, one thread); a
+    # broken setup ends near 1 (the trivial solution)
+    "oscillator_pinn": [Headline("PINN rel. L2 on [0, 1]", 5e-2, 0.0030, 0.0150)],
     # book: 0.100203 after 50 epochs; --quick (3000 steps): 0.098916
     "parabola": [Headline("supervised loss, epoch 50 (MSE / 5)", 0.100203, 0.0950, 0.1030)],
     # book: 298.286 (the forward run, no training yet); --quick: 304.175
