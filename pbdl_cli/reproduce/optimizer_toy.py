@@ -101,7 +101,8 @@ def trajectories(out: Path, results: Mapping[str, VariantResult]) -> list[Path]:
             if space == "x":
                 ax.scatter(*zip(*BOOK[name], strict=True), s=40, marker="+", color="k", lw=0.6)
         ax.scatter([0], [0], marker="x", color="black", lw=0.8)
-        ax.set(xlabel=f"{space}0", ylabel=f"{space}1", title=f"{space} space", aspect="equal")
+        ax.set(xlabel=f"{space}0", ylabel=f"{space}1", title=f"{space} space")
+        ax.set_box_aspect(1)
         ax.legend()
     fig.suptitle("10 updates from x = [3, 3] (+: the book's iterates)")
     return [save_figure(fig, out / "trajectories.png")]
