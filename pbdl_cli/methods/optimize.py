@@ -140,7 +140,14 @@ class Optimize(Method):
         params = [q for group in optimizer.param_groups for q in group["params"]]
         if len(params) != 1:
             raise PbdlError(f"method 'optimize' updates one tensor, not {len(params)}")
-        delta = self.delta(params[0].detach())
+        try:
+            delta = self.delta(params[0].detach())
+        except torch.linalg.LinAlgError as error:  # e.g. a singular Hessian
+            x = params[0].detach().flatten().tolist()
+            raise PbdlError(
+                f"method.update={self.config.update.value} failed at x = {x}: "
+                f"{str(error).splitlines()[0]}"
+            ) from None
         with torch.no_grad():
             params[0].add_(delta)
         for group in optimizer.param_groups:  # the trainer logs the optimizer's lr

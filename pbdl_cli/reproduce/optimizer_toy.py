@@ -134,7 +134,7 @@ def _checks(name: str) -> tuple[Check, ...]:
         *(
             Check(
                 f"{label}: iterate {k}, x{c}", name, metric, book[k][c], Near(TOLERANCE), quick=True
-            )  # noqa: E501
+            )
             for k, c, metric in (
                 (0, 0, iterate(0, 0)),
                 (0, 1, iterate(0, 1)),

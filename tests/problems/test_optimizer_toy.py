@@ -133,3 +133,13 @@ def test_the_trainer_logs_every_iterate(tmp_path):
     metrics = m.problem.metrics(prediction, {})
     assert metrics["x1"] == pytest.approx(0.50421, abs=1e-5)
     assert metrics["distance"] == pytest.approx(0.5113, abs=1e-4)
+
+
+def test_a_singular_hessian_is_one_line_not_a_traceback(tmp_path):
+    m = method("newton", lr=1.0)
+    model = m.build_model(FIELD)
+    with torch.no_grad():
+        model.value.zero_()  # H = diag(2, 12 x1^2) is singular at x1 = 0
+    config = TrainerConfig(optimizer="sgd", max_steps=1, tensorboard=False, checkpoint_every=1)
+    with pytest.raises(PbdlError, match=r"method\.update=newton failed at x = \[0\.0, 0\.0\]"):
+        fit(m, model, config, tmp_path)
