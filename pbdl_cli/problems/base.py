@@ -6,6 +6,15 @@ distributions, initial and boundary conditions, and an exact solution where one 
 Shapes:
     State  = Tensor [B, C, *spatial]      (B trajectories, C = len(fields) channels)
     Params = dict[str, Tensor [B]]        (per-trajectory physical parameters)
+
+Optional physics hooks for improved (inverted) updates (PBDL book ch. 36-38): a problem
+whose physics is a map y = P(x) of unknowns x [..., n] to outputs y [..., m] may expose
+``forward(x)`` (P) and ``inverse(y, x0)``, a (local) inverse simulator P^-1(y; x0) that
+returns the x with P(x) = y nearest ``x0``. Update rules that need them (the inverse
+simulator step of ``method=optimize``, later SIP) ask ``has_inverse`` first and refuse a
+problem without one in one line. Optimization problems (unknowns optimized directly,
+min_x L(P(x)): :mod:`pbdl_cli.problems.optimization`) provide ``forward``, the start x
+and the target y*.
 """
 
 from __future__ import annotations
@@ -245,6 +254,24 @@ class Problem(ABC):
     def slug(self) -> str:
         """A short readable tag of the main settings, used in dataset names."""
         return self.name
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The physics as a map y = P(x): unknowns [..., n] -> outputs [..., m],
+        differentiable, acting on the last axis (so that it can be vmapped)."""
+        raise PbdlError(f"problem '{self.name}' has no forward map y = P(x) (Problem.forward)")
+
+    def inverse(self, y: Tensor, x0: Tensor) -> Tensor:
+        """The (local) inverse simulator P^-1(y; x0): outputs y [..., m] -> the unknowns
+        x [..., n] with P(x) = y, the solution branch nearest ``x0`` [..., n]. Optional:
+        only problems that have one override it (see ``has_inverse``)."""
+        raise PbdlError(
+            f"problem '{self.name}' has no inverse simulator P^-1(y; x0) (Problem.inverse)"
+        )
+
+    @property
+    def has_inverse(self) -> bool:
+        """True where the problem overrides :meth:`inverse`."""
+        return type(self).inverse is not Problem.inverse
 
 
 #: every registered problem (``problem=<name>``)

@@ -15,6 +15,7 @@ from pbdl_cli.reproduce import (  # noqa: F401  (each module registers its repro
     burgers_sol,
     hhd,
     karman_sol,
+    optimizer_toy,
     oscillator_pinn,
     parabola,
     smoke_dp,

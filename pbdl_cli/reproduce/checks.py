@@ -8,8 +8,9 @@ variant. Its parts:
   :class:`Eval` (``eval/metrics.json``), :class:`Summary` (``summary.json``) or
   :class:`History` (one record of ``metrics.jsonl``);
 - a criterion says how ours is judged: :class:`Within` (a factor of the published
-  value), :class:`AtMost`, :class:`AtLeast` (bounds) or :class:`Below` (another
-  variant's value, optionally times a factor); none: the number is only reported.
+  value), :class:`Near` (an absolute distance to it, for deterministic numbers),
+  :class:`AtMost`, :class:`AtLeast` (bounds) or :class:`Below` (another variant's
+  value, optionally times a factor); none: the number is only reported.
 
 Every part checks its arguments when it is made, so a malformed check fails when its
 reproduction module is imported, not at the end of a long run. ``str()`` of a metric
@@ -202,6 +203,24 @@ class Within(Criterion):
 
 
 @dataclasses.dataclass(frozen=True)
+class Near(Criterion):
+    """|ours - published| <= ``tolerance`` (the check needs ``published``): deterministic
+    numbers such as the iterates of a fixed optimization."""
+
+    tolerance: float
+
+    def __post_init__(self) -> None:
+        _positive("Near", "the tolerance", self.tolerance)
+
+    def target(self) -> str:
+        return f"within {self.tolerance:g} of published"
+
+    def holds(self, value: float, published: float | None, other: float | None) -> bool:
+        assert published is not None  # Check requires it
+        return abs(value - published) <= self.tolerance
+
+
+@dataclasses.dataclass(frozen=True)
 class AtMost(Criterion):
     """Ours <= ``bound``."""
 
@@ -296,8 +315,9 @@ class Check:
             raise TypeError(f"{where}: criterion must be a Criterion: {self.criterion!r}")
         if self.published is not None and not isinstance(self.published, int | float):
             raise ValueError(f"{where}: published must be a number: {self.published!r}")
-        if isinstance(self.criterion, Within) and self.published is None:
-            raise ValueError(f"{where}: Within needs a published value")
+        if isinstance(self.criterion, Within | Near) and self.published is None:
+            name = type(self.criterion).__name__
+            raise ValueError(f"{where}: {name} needs a published value")
         _positive(where, "scale", self.scale)
         if self.quick and self.criterion is None:
             raise ValueError(f"{where}: quick=True judges at CI scale, but it has no criterion")

@@ -28,6 +28,7 @@ from pbdl_cli.reproduce.checks import (
     Check,
     Eval,
     History,
+    Near,
     Summary,
     VariantResult,
     Within,
@@ -77,6 +78,10 @@ def test_criteria_judge_each_kind():
     assert at_most.judge(1e-3, None) and not at_most.judge(3e-3, None)
     assert not at_most.judge(float("nan"), None) and at_most.judge(None, None) is False
     assert Check("a", "v", MAE, criterion=AtLeast(0.3)).judge(0.5, None)
+    near = Check("a", "v", MAE, published=0.5, criterion=Near(1e-5))
+    assert near.judge(0.500009, None) and near.judge(0.499991, None)
+    assert not near.judge(0.500011, None) and not near.judge(0.49998, None)
+    assert near.target() == "within 1e-05 of published"
     below = Check("a", "v", MAE, criterion=Below("w", MAE))
     assert below.judge(0.1, 0.2) and not below.judge(0.2, 0.1) and not below.judge(0.1, None)
     assert below.target() == "< w mae"
@@ -100,6 +105,8 @@ def test_criteria_judge_each_kind():
         (lambda: Check("a", "v", MAE, scale=0.0), "scale"),
         (lambda: Check("a", "v", MAE, criterion=2.0), "criterion must be"),  # type: ignore[arg-type]
         (lambda: Within(0.5), "factor"),
+        (lambda: Check("a", "v", MAE, criterion=Near(1e-5)), "Near needs a published value"),
+        (lambda: Near(0.0), "tolerance"),
         (lambda: Below("w", "eval.mae"), "metric must be"),  # type: ignore[arg-type]
         (lambda: Below("w", MAE, factor=-1), "factor"),
         (lambda: AtMost(math.nan), "finite"),
@@ -188,6 +195,8 @@ HEADLINES: dict[str, list[Headline]] = {
     # machine, 0.011236 on another (an AMD EPYC, same torch 2.13 wheel, one thread); a
     # broken setup ends near 1 (the trivial solution)
     "oscillator_pinn": [Headline("PINN rel. L2 on [0, 1]", 5e-2, 0.0030, 0.0150)],
+    # book (float32): 0.50421; --quick runs the full settings (float64): 0.50421000
+    "optimizer_toy": [Headline("inverse simulator: iterate 9, x1", 0.50421, 0.504205, 0.504215)],
     # book: 0.100203 after 50 epochs; --quick (3000 steps): 0.098916
     "parabola": [Headline("supervised loss, epoch 50 (MSE / 5)", 0.100203, 0.0950, 0.1030)],
     # book: 298.286 (the forward run, no training yet); --quick: 304.175
