@@ -221,6 +221,7 @@ def _assert_headlines(name: str, checks: list[dict]) -> None:
         )
 
 
+@pytest.mark.reproduction
 @pytest.mark.parametrize("name", sorted(REPRODUCTIONS))
 def test_reproduce_quick_keeps_its_headline_and_writes_its_report(workdir, name):
     out = workdir / "repro"
