@@ -274,5 +274,18 @@ class Problem(ABC):
         return type(self).inverse is not Problem.inverse
 
 
+class StaticProblem(Problem):
+    """A problem without time: one output frame at t = 0 (``t_end = 0``, ``dt = 1``), e.g.
+    an inversion or a projection; predictions are ``[B, 1, C, *spatial]``."""
+
+    @property
+    def t_end(self) -> float:
+        return 0.0
+
+    @property
+    def dt(self) -> float:
+        return 1.0
+
+
 #: every registered problem (``problem=<name>``)
 PROBLEMS: Registry[type[Problem]] = Registry("problem", group="problem")

@@ -49,7 +49,7 @@ from pbdl_cli.errors import PbdlError
 from pbdl_cli.numerics.geometry import Boundary
 from pbdl_cli.numerics.mac import MacGrid
 from pbdl_cli.numerics.pressure import PressureSystem
-from pbdl_cli.problems.base import PROBLEMS, Grid, Params, Problem
+from pbdl_cli.problems.base import PROBLEMS, Grid, Params, StaticProblem
 from pbdl_cli.registry import PluginConfig
 from pbdl_cli.utils.seeding import generator
 
@@ -127,7 +127,7 @@ def noise(
 
 
 @PROBLEMS.register("hhd")
-class HelmholtzHodge(Problem):
+class HelmholtzHodge(StaticProblem):
     """Divergent random velocities on a periodic MAC grid and their projection (book ch. 9)."""
 
     Config = HHDConfig
@@ -149,14 +149,6 @@ class HelmholtzHodge(Problem):
     def grid(self) -> Grid:
         n, size = self.config.n, self.size
         return Grid(lower=(0.0, 0.0), upper=(size, size), shape=(n, n), bc="periodic")
-
-    @property
-    def t_end(self) -> float:
-        return 0.0
-
-    @property
-    def dt(self) -> float:
-        return 1.0
 
     def slug(self) -> str:
         c = self.config

@@ -15,10 +15,10 @@ import torch
 from torch import Tensor
 
 from pbdl_cli.errors import PbdlError
-from pbdl_cli.problems.base import Grid, Params, Problem
+from pbdl_cli.problems.base import Grid, Params, StaticProblem
 
 
-class Optimization(Problem):
+class Optimization(StaticProblem):
     """A problem whose unknowns x [n] are optimized directly (no network, no time):
     min_x L(P(x)) with L(y) = |y - y*|^2 (sum of squares; book ch. 37), from
     :meth:`start`. ``method=optimize`` runs it with one of its update rules; the states
@@ -49,14 +49,6 @@ class Optimization(Problem):
     def grid(self) -> Grid:
         n = self.start().numel()
         return Grid(lower=(0.0,), upper=(float(n),), shape=(n,), bc="none")
-
-    @property
-    def t_end(self) -> float:
-        return 0.0
-
-    @property
-    def dt(self) -> float:
-        return 1.0
 
     def sample_params(self, n: int, generator: torch.Generator) -> Params:
         """No physical parameters."""

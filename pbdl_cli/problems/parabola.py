@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from pbdl_cli.errors import PbdlError
-from pbdl_cli.problems.base import PROBLEMS, Grid, Observations, Params, Problem
+from pbdl_cli.problems.base import PROBLEMS, Grid, Observations, Params, StaticProblem
 from pbdl_cli.registry import PluginConfig
 from pbdl_cli.utils.seeding import generator
 
@@ -44,7 +44,7 @@ class ParabolaConfig(PluginConfig):
 
 
 @PROBLEMS.register("parabola")
-class Parabola(Problem):
+class Parabola(StaticProblem):
     """Find f with f(x)^2 = x on [0, 1]: two valid branches ±sqrt(x) (PBDL book ch. 2)."""
 
     Config = ParabolaConfig
@@ -55,14 +55,6 @@ class Parabola(Problem):
     @property
     def grid(self) -> Grid:
         return Grid(lower=(0.0,), upper=(1.0,), shape=(self.config.nx,), bc="none")
-
-    @property
-    def t_end(self) -> float:
-        return 0.0
-
-    @property
-    def dt(self) -> float:
-        return 1.0
 
     def slug(self) -> str:
         return f"parabola_n{self.config.n_data}"
