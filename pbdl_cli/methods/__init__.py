@@ -3,11 +3,14 @@ Importing this package registers the built-in ones."""
 
 from pbdl_cli.methods import (  # noqa: F401
     dp,
+    gradient,
+    hig,
     non,
     optimize,
     pinn,
     pre,
     projection,
+    sip,
     sol,
     supervised,
     unrolled,

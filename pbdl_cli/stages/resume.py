@@ -33,6 +33,7 @@ EXTENDING = frozenset(
         "plugins",
         "trainer.max_steps",
         "trainer.lbfgs_steps",
+        "trainer.max_seconds",
         "trainer.log_every",
         "trainer.eval_every",
         "trainer.checkpoint_every",

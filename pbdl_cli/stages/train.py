@@ -169,9 +169,9 @@ class Train(Stage):
         method, main, config = s.method, s.launch.is_main, s.config
         if main:  # first, so that its logs can be found while it runs
             log.info("run directory: %s", run_dir)
+        model = method.build_model(config.model)  # may refuse the model: before removing
         if config.overwrite and not config.resume and main:
             _remove_run(run_dir)
-        model = method.build_model(config.model)
         normalization = getattr(method, "normalization", None)  # grid methods
         if normalization is not None and main:
             normalization.save(run_dir / "normalization.json")

@@ -48,6 +48,10 @@ class TrainerConfig:
             (``null``: when the ``tensorboard`` package is installed).
         strategy: single (one process) or ddp (data-parallel over the processes of a
             torchrun launch; the method's batch is per process).
+        max_seconds: also stop once this many seconds of training have passed (checked
+            after each step; the step that crosses it ends the run as the last one would:
+            validated, checkpointed). Counted from the start of this process's training,
+            so a resumed run gets the budget again. null: no limit.
     """
 
     max_steps: int = 1000
@@ -70,6 +74,7 @@ class TrainerConfig:
     seed: int = 0
     tensorboard: bool | None = None
     strategy: StrategyName = StrategyName.single
+    max_seconds: float | None = None
 
     def __post_init__(self) -> None:
         # plain strings (a config built in Python) become the enums the loop compares with
@@ -92,5 +97,9 @@ class TrainerConfig:
             raise ValueError("log_every must be >= 1; eval_every, checkpoint_every >= 0")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ValueError("grad_clip must be > 0 (or null)")
+        if self.max_seconds is not None and self.max_seconds <= 0:
+            raise ValueError("max_seconds must be > 0 (or null: no time limit)")
+        if self.max_seconds is not None and self.strategy is StrategyName.ddp:
+            raise ValueError("max_seconds needs strategy=single (processes would stop apart)")
         if len(self.betas) != 2:
             raise ValueError("betas must be [beta1, beta2]")

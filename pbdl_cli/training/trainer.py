@@ -187,14 +187,17 @@ def fit(
                 )
             step += 1
             bar.update(1)
-            if step % config.log_every == 0 or step == total:
+            # trainer.max_seconds: this step ends the run like the last one would
+            spent = time.perf_counter() - start
+            last = step == total or (config.max_seconds is not None and spent >= config.max_seconds)
+            if step % config.log_every == 0 or last:
                 lr = phase.optimizer.param_groups[0]["lr"]
                 record = {"step": step, "phase": phase.name, "lr": lr}
                 record |= {f"train/{k}": v for k, v in terms.items()}
                 record["time"] = time.perf_counter() - start
                 log.write(record)
                 bar.set_postfix({k: f"{v:.3g}" for k, v in terms.items()}, refresh=False)
-            if main and ((config.eval_every and step % config.eval_every == 0) or step == total):
+            if main and ((config.eval_every and step % config.eval_every == 0) or last):
                 value = _validate(
                     method, model, step, log, validate_key, time.perf_counter() - start
                 )
@@ -202,7 +205,7 @@ def fit(
                 if value < best:
                     best = value
                     checkpoint(checkpoints / "best.pt")
-            if (config.checkpoint_every and step % config.checkpoint_every == 0) or step == total:
+            if (config.checkpoint_every and step % config.checkpoint_every == 0) or last:
                 checkpoint(checkpoints / "last.pt")
             if stop if sync is not None else interrupted():
                 checkpoint(checkpoints / "last.pt")
@@ -211,6 +214,8 @@ def fit(
                     f"interrupted at step {step}/{total}; saved {checkpoints / 'last.pt'}"
                     + (f". Resume with: {resume_hint}" if resume_hint else "")
                 )
+            if last:
+                break
     bar.close()
     return TrainResult(
         steps=step,

@@ -15,8 +15,18 @@ L(y), g = dL/dx and H = d^2L/dx^2:
   gradient")           L = |y - y*|^2 that is Delta y = eta (y* - y)
 
 Functions of one sample (``loss``: [n] -> scalar, ``residual``: [n] -> [m]) are
-vmapped; ``forward`` and ``inverse`` act on the last axis of batched tensors. The later
-network-training rules (SIP, HIG) build on these.
+vmapped; ``forward`` and ``inverse`` act on the last axis of batched tensors.
+
+For training a network x = f(input; theta) through the physics (ch. 38-41):
+
+- SIP target:          x~ = P^-1(y + eta (y* - y); x), the point a scale-invariant
+                       physics update moves x to (the proxy loss is 1/2 |x - sg(x~)|^2);
+                       without an inverse simulator x~ = x + J_x^+ eta (y* - y), the
+                       Gauss-Newton local inverse (:func:`pinv_inverse`)
+- HIG direction:       Delta theta = V Lambda^-beta U^T g for the stacked Jacobian
+                       J = dy/dtheta = U Lambda V^T [B m, p] and g = dL/dy [B m], singular
+                       values below tau sigma_max set to zero (beta = 1/2: half-inverse
+                       gradients, beta = 1: Gauss-Newton); the update is -eta Delta theta
 """
 
 from __future__ import annotations
@@ -64,3 +74,39 @@ def inverse_simulator_step(
     ``forward`` = P ([B, n] -> [B, m]), ``inverse`` = P^-1(y; x0) ([B, m], [B, n] -> [B, n])."""
     y = forward(x)
     return inverse(y + newton_step(loss_y, y, lr), x) - x
+
+
+def pinv_inverse(
+    forward: Callable[[Tensor, Tensor | None], Tensor],
+    x: Tensor,
+    dy: Tensor,
+    rcond: float,
+    condition: Tensor | None = None,
+) -> Tensor:
+    """The Gauss-Newton local inverse x + J^+ dy at every row of ``x`` [B, n] for output
+    steps ``dy`` [B, m]: [B, n]. ``forward(x_i, c_i)`` is one sample's P ([n] -> [m]; c_i a
+    row of ``condition`` [B, ...] or None); J = dP/dx [B, m, n] comes from
+    ``vmap(jacrev)``, and singular values below ``rcond`` sigma_max are dropped
+    (``torch.linalg.pinv(rtol=rcond)``, as TensorFlow's ``pinv(rcond)``)."""
+    if condition is None:
+        jac = vmap(jacrev(lambda v: forward(v, None)))(x)
+    else:
+        jac = vmap(jacrev(forward))(x, condition)
+    return x + (torch.linalg.pinv(jac, rtol=rcond) @ dy[..., None])[..., 0]
+
+
+def truncated_power(s: Tensor, tau: float, beta: float) -> Tensor:
+    """s^-beta for the singular values ``s`` [k] (descending) at or above tau s[0], zero for
+    the others (truncated, not clamped; book ch. 40): [k]."""
+    keep = s >= tau * s[0]
+    safe = torch.where(keep, s, torch.ones_like(s))
+    return torch.where(keep, safe.pow(-beta), torch.zeros_like(s))
+
+
+def hig_direction(jac: Tensor, g: Tensor, tau: float, beta: float) -> Tensor:
+    """Delta theta = V Lambda^-beta U^T g for the stacked Jacobian ``jac`` [R, p] (R =
+    batch x dim y rows) and the loss gradient ``g`` = dL/dy [R]: [p]. The step is
+    theta <- theta - eta Delta theta; beta = 1 with a full-rank ``jac`` is the Gauss-Newton
+    step J^+ g."""
+    u, s, vh = torch.linalg.svd(jac, full_matrices=False)
+    return vh.transpose(-2, -1) @ (truncated_power(s, tau, beta) * (u.transpose(-2, -1) @ g))
