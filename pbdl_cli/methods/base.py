@@ -63,6 +63,10 @@ class Method(Objective):
     def build_model(self, model_config: Any) -> nn.Module:
         """The model this method trains, from the ``model`` config node."""
 
+    def check_model_config(self, model_config: Any) -> None:
+        """Refuse, in one line (PbdlError), a ``model`` node this method cannot train; run
+        when the stage is built, before any run directory is touched. Default: none."""
+
     @abstractmethod
     def predict(self, model: nn.Module) -> Tensor:
         """The prediction on the problem's output grid, [B, T, C, *spatial] (float64, CPU)."""
@@ -127,6 +131,9 @@ class Delegating(Method):
 
     def build_model(self, model_config: Any) -> nn.Module:
         return self.impl.build_model(model_config)
+
+    def check_model_config(self, model_config: Any) -> None:
+        self.impl.check_model_config(model_config)
 
     def loss(self, model: nn.Module, step: int) -> dict[str, Tensor]:
         return self.impl.loss(model, step)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -79,8 +80,12 @@ class HIG(InversionMethod):
         self._delta = torch.zeros(0)
         self.stats: dict[str, float] = {}
 
-    def check_model(self, model: nn.Module) -> None:
-        params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    def check_model_config(self, model_config: Any) -> None:
+        """Also refuse a model whose stacked Jacobian [B m, p] exceeds
+        ``max_jacobian_gb`` (counted on a model built on the meta device)."""
+        super().check_model_config(model_config)
+        with torch.device("meta"):
+            params = sum(p.numel() for p in self._network(model_config).parameters())
         rows = self.config.batch_size * self.problem.y_size
         size = rows * params * torch.finfo(self.dtype).bits / 8 / 1e9
         if size > self.config.max_jacobian_gb:

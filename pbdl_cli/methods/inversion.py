@@ -12,7 +12,9 @@ method's seed) and walked through in shuffled batches, one permutation per epoch
 ``n_train = 0`` draws a fresh batch every step (on-the-fly data, e.g. the heat
 problem's random boxes). Both depend only on the seed and the step, so resumed runs see
 the batches an uninterrupted run would. Validation is the mean of the loss terms over
-``n_val`` held-out samples (0: the training set, the book's oscillator evaluation).
+``n_val`` held-out samples (0: the training set, the book's oscillator evaluation);
+for an ``mlp`` it adds the statistics of its last hidden layer's activations
+(:func:`activation_stats`: saturated units show as zero spread).
 
 Logged terms: ``loss`` (what the optimizer differentiates; for ``sip`` the proxy loss),
 ``y_loss`` (the objective L), and ``x_loss`` (mean 1/2 |x - x*|^2) where the problem
@@ -34,6 +36,7 @@ from torch import Tensor, nn
 from pbdl_cli.errors import PbdlError
 from pbdl_cli.methods.base import Method, MethodConfig
 from pbdl_cli.models.base import MODELS, GridModel
+from pbdl_cli.models.mlp import MLP
 from pbdl_cli.problems.base import Problem
 from pbdl_cli.problems.inversion import Inversion, Samples
 from pbdl_cli.utils.seeding import derive_seed, generator
@@ -62,6 +65,21 @@ class InversionConfig(MethodConfig):
             raise ValueError("batch_size must be >= 1, n_train and n_val >= 0")
         if self.n_train == 0 and self.n_val == 0:
             raise ValueError("n_val = 0 validates on the training set: it needs n_train > 0")
+
+
+def activation_stats(model: MLP, inputs: Tensor) -> dict[str, float]:
+    """Statistics of the last hidden layer's activations a [N, width] over ``inputs``
+    [N, d] (book ch. 40's diagnostic of saturated units): ``activation_mean``,
+    ``activation_std`` (over inputs and units), ``activation_spread`` (the mean over units
+    of each unit's standard deviation over the inputs: 0 when every unit is stuck) and
+    ``saturated`` (the fraction of units whose |a| exceeds 0.99 on every input)."""
+    a = model.net[:-1](inputs)
+    return {
+        "activation_mean": float(a.mean()),
+        "activation_std": float(a.std()),
+        "activation_spread": float(a.std(0).mean()),
+        "saturated": float((a.abs() > 0.99).all(0).double().mean()),
+    }
 
 
 def model_input(problem: Inversion, model: nn.Module, inputs: Tensor) -> Tensor:
@@ -100,37 +118,41 @@ class InversionMethod(Method):
         self.model: nn.Module | None = None
 
     # the network ----------------------------------------------------------------------
-    def build_model(self, model_config: Any) -> nn.Module:
+    def check_model_config(self, model_config: Any) -> None:
+        """``mlp`` for vectors, a grid model for grids ([C, *spatial] in and out)."""
         p = self.problem
         name = MODELS.config(model_config).name
-        torch.manual_seed(derive_seed(self.config.seed, "model") % 2**31)
         if issubclass(MODELS.get(name), GridModel):
             if len(p.input_shape) < 2 or len(p.x_shape) < 2:
                 raise PbdlError(
                     f"model={name} maps grids to grids, but problem '{p.name}' has vector "
                     "inputs or unknowns: use model=mlp"
                 )
-            model = MODELS.build(
+        elif name != "mlp":
+            raise PbdlError(
+                f"method '{self.config.name}' trains a network: use model=mlp or a grid "
+                f"model (got model={name})"
+            )
+
+    def build_model(self, model_config: Any) -> nn.Module:
+        self.check_model_config(model_config)
+        torch.manual_seed(derive_seed(self.config.seed, "model") % 2**31)
+        self.model = self._network(model_config).to(self.device, self.dtype)
+        return self.model
+
+    def _network(self, model_config: Any) -> nn.Module:
+        """The network of a ``model`` node for this problem's shapes (not yet seeded)."""
+        p = self.problem
+        if issubclass(MODELS.get(MODELS.config(model_config).name), GridModel):
+            return MODELS.build(
                 model_config,
                 in_channels=p.input_shape[0],
                 out_channels=p.x_shape[0],
                 num_spatial_dims=len(p.x_shape) - 1,
             )
-        elif name == "mlp":
-            model = MODELS.build(
-                model_config, in_features=math.prod(p.input_shape), out_features=p.x_size
-            )
-        else:
-            raise PbdlError(
-                f"method '{self.config.name}' trains a network: use model=mlp or a grid "
-                f"model (got model={name})"
-            )
-        self.model = model.to(self.device, self.dtype)
-        self.check_model(self.model)
-        return self.model
-
-    def check_model(self, model: nn.Module) -> None:
-        """Refuse a model this update rule cannot train (e.g. too large a Jacobian)."""
+        return MODELS.build(
+            model_config, in_features=math.prod(p.input_shape), out_features=p.x_size
+        )
 
     def unknowns(self, model: nn.Module, samples: Samples) -> Tensor:
         """x = correct(f(input)) for a batch: [B, *x_shape]."""
@@ -175,7 +197,10 @@ class InversionMethod(Method):
                 terms = self.objective_terms(self.unknowns(model, chunk), chunk)
                 for k, v in terms.items():
                     sums[k] = sums.get(k, 0.0) + float(v) * len(chunk)
-        return {k: v / n for k, v in sums.items()}
+            out = {k: v / n for k, v in sums.items()}
+            if isinstance(model, MLP) and model.frequencies is None:
+                out |= activation_stats(model, model_input(self.problem, model, self.val_set.input))
+        return out
 
     # evaluation -----------------------------------------------------------------------
     def predict(self, model: nn.Module) -> Tensor:

@@ -96,13 +96,16 @@ class Optimize(Method):
             )
         self.lr = float(lr)
 
-    def build_model(self, model_config: Any) -> nn.Module:
+    def check_model_config(self, model_config: Any) -> None:
         name = MODELS.config(model_config).name
         if name != "field":
             raise PbdlError(
                 f"method 'optimize' updates the unknowns themselves: use model=field "
                 f"(got model={name})"
             )
+
+    def build_model(self, model_config: Any) -> nn.Module:
+        self.check_model_config(model_config)
         start = self.problem.start()
         model = MODELS.build(model_config, shape=(1, start.numel()))
         with torch.no_grad():

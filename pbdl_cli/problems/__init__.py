@@ -3,6 +3,7 @@
 from pbdl_cli.problems import (  # noqa: F401
     burgers,
     hhd,
+    hig_toy,
     karman,
     optimizer_toy,
     oscillator,

@@ -126,6 +126,7 @@ class Train(Stage):
         method = build_method(
             config.method, config.solver, problem=problem, device=device, dtype=dtype
         )
+        method.check_model_config(config.model)
         if launch.distributed:  # refuses methods whose loss does not shard, before any run
             distributed.check_shardable(method)
         return TrainSettings(

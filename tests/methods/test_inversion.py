@@ -208,4 +208,4 @@ def test_hig_refuses_a_jacobian_above_its_memory_limit():
     config = HIGConfig(name="hig", batch_size=1000, max_jacobian_gb=1e-6)
     method = HIG(config, problem=Linear(LinearConfig()), device=CPU, dtype=F64)
     with pytest.raises(PbdlError, match="max_jacobian_gb"):
-        method.build_model(model_config())
+        method.check_model_config(model_config())

@@ -268,3 +268,31 @@ def test_resume_restores_numpy_and_python_random_states(tmp_path):
     fit(NumpyRegression(), fresh, config, tmp_path / "cut", resume=True)
     for a, b in zip(straight.parameters(), fresh.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+class Slow(Regression):
+    """Each step takes 20 ms of wall clock (time.sleep)."""
+
+    def loss(self, model: nn.Module, step: int) -> dict[str, torch.Tensor]:
+        import time
+
+        time.sleep(0.02)
+        return super().loss(model, step)
+
+
+def test_max_seconds_ends_the_run_like_its_last_step(tmp_path):
+    config = TrainerConfig(
+        max_steps=10_000, log_every=1000, eval_every=1000, checkpoint_every=1000, max_seconds=0.3
+    )
+    result = fit(Slow(), model(), config, tmp_path, validate_key="mse")
+    assert 1 <= result.steps < 1000 and result.seconds >= 0.3  # far from max_steps
+    logged = records(tmp_path)
+    last = [r for r in logged if "train/loss" in r][-1]
+    assert last["step"] == result.steps and last["time"] >= 0.3
+    assert [r["step"] for r in logged if "val/mse" in r] == [result.steps]  # validated once
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == result.steps
+    assert (tmp_path / "checkpoints" / "best.pt").exists()
+    with pytest.raises(ValueError, match="max_seconds"):
+        TrainerConfig(max_seconds=0.0)
+    with pytest.raises(ValueError, match="max_seconds"):
+        TrainerConfig(max_seconds=1.0, strategy="ddp")
