@@ -54,7 +54,7 @@ NOTES = f"""
   1e-2 / xi^2). The book compares optimizers by wall-clock time; the figure does too.
 - **Which loss.** The checks use the x-space error `x_loss` = mean 1/2 |x - x*|^2 over
   the 1024 test targets: the paper's curves plot the x-distance to the closest solution
-  (its code logs `x_dist`; fig. 38.4's axes read "x-distance"), and the book notes that
+  (its code logs `x_dist`, and its plots label the axes "x-Distance"), and the book notes that
   SIP is more accurate in x while not always in the loss L. y-space `y_loss` is
   reported beside it: at xi = 32 a y-error is dominated by y_2 = 32 x^_2, so Adam can
   reach a lower `y_loss` than SIP while its x is far off (x^_1 barely moves: its
