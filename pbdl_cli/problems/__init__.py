@@ -8,6 +8,7 @@ from pbdl_cli.problems import (  # noqa: F401
     optimizer_toy,
     oscillator,
     parabola,
+    rotated_sine,
     smoke,
     taylor_green,
 )

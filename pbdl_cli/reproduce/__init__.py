@@ -19,5 +19,6 @@ from pbdl_cli.reproduce import (  # noqa: F401  (each module registers its repro
     optimizer_toy,
     oscillator_pinn,
     parabola,
+    sip_toy,
     smoke_dp,
 )

@@ -205,6 +205,16 @@ HEADLINES: dict[str, list[Headline]] = {
     "optimizer_toy": [Headline("inverse simulator: iterate 9, x1", 0.50421, 0.504205, 0.504215)],
     # book: 0.100203 after 50 epochs; --quick (3000 steps): 0.098916
     "parabola": [Headline("supervised loss, epoch 50 (MSE / 5)", 0.100203, 0.0950, 0.1030)],
+    # book (no numbers, fig. 38.4): Adam's x error grows by more than 10x from phi 0 to
+    # 45 at xi = 32, SIP's does not; --quick (2000 steps): Adam 0.00147 / 0.178 = 0.00826
+    # (seeds 1, 2 at 1500-2000 steps: up to 0.027), SIP 8.827e-6 / 1.284e-5 = 0.687
+    # (seeds 1, 2: 0.98, 1.27)
+    "sip_toy": [
+        Headline(
+            "xi 32: Adam degrades more than 10x from phi 0 to 45", 0.1, 0.003, 0.05, ratio=True
+        ),
+        Headline("xi 32: SIP does not degrade from phi 0 to 45 (< 3x)", 3.0, 0.3, 2.0, True),
+    ],
     # book: 298.286 (the forward run, no training yet); --quick: 304.175
     "smoke_dp": [Headline("loss, iteration 0", 298.286163, 303.5, 304.9)],
 }
