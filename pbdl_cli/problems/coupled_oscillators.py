@@ -77,6 +77,8 @@ class CoupledOscillatorsConfig(PluginConfig):
     alpha: float = 0.05
 
     def __post_init__(self) -> None:
+        if self.coupling not in {c.value for c in Coupling}:
+            raise ValueError(f"coupling must be linear or quartic, got {self.coupling!r}")
         self.coupling = Coupling(self.coupling)
         if self.oscillators < 1 or self.steps < 1:
             raise ValueError("oscillators and steps must be >= 1")
@@ -92,7 +94,9 @@ def chain_laplacian(n: int, dtype: torch.dtype = torch.float64) -> Tensor:
     if n == 1:
         return torch.zeros(1, 1, dtype=dtype)
     lap = -2 * torch.eye(n, dtype=dtype)
-    lap += torch.diag(torch.ones(n - 1, dtype=dtype), 1) + torch.diag(torch.ones(n - 1, dtype=dtype), -1)
+    lap += torch.diag(torch.ones(n - 1, dtype=dtype), 1) + torch.diag(
+        torch.ones(n - 1, dtype=dtype), -1
+    )
     lap[0, 0] = lap[-1, -1] = -1
     return lap
 
