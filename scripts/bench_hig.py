@@ -2,7 +2,8 @@
 coupled oscillators (``problem=coupled_oscillators``, 2 oscillators, 24 RK4 steps).
 
 One update is: the stacked Jacobian dy/dtheta [B m, p] (``vmap(jacrev)``), its thin SVD,
-and the rest (the batch, dL/dy, V Lambda^-beta U^T g, the optimizer step). For each batch
+and the rest (the batch, dL/dy, V Lambda^-beta U^T g, the optimizer step; the rest is the
+whole update's median minus the two parts' medians, so it is noisy). For each batch
 size B and parameter count p (MLP 4 -> 3 x width tanh -> 24) the script times the three
 parts (medians over ``--repeats``), the whole update through ``HIG.step``, and one epoch
 of the book's setting (4096 samples, batch 32, width 20 = 1,444 parameters; target: at
@@ -87,6 +88,7 @@ def bench_point(device: torch.device, batch: int, width: int, repeats: int) -> d
     _, jac = method.jacobian(model, samples)
     jacobian = median_seconds(lambda: method.jacobian(model, samples), device, repeats)
     svd = median_seconds(lambda: updates.thin_svd(jac), device, repeats)
+    direct = median_seconds(lambda: torch.linalg.svd(jac, full_matrices=False), device, repeats)
     update = median_seconds(update_closure(method, model, optimizer, [0]), device, repeats)
     return {
         "batch_size": batch,
@@ -96,6 +98,7 @@ def bench_point(device: torch.device, batch: int, width: int, repeats: int) -> d
         "seconds_per_update": update,
         "jacobian": jacobian,
         "svd": svd,
+        "svd_untransposed": direct,  # torch.linalg.svd of the wide J itself (before thin_svd)
         "rest": max(update - jacobian - svd, 0.0),
     }
 
