@@ -98,22 +98,27 @@ class HIG(InversionMethod):
 
     def loss(self, model: nn.Module, step: int) -> dict[str, Tensor]:
         """The terms at the batch of ``step``; also computes the step's Delta theta, which
-        :meth:`step` hands to the optimizer."""
+        :meth:`step` hands to the optimizer. y and the loss come from the Jacobian's pass:
+        no separate forward pass, and no backward pass through the network (``loss`` is a
+        leaf: the trainer's ``backward`` on it is free, Delta theta is the update)."""
         samples = self.batch(step)
-        x = self.unknowns(model, samples)
-        terms = self.objective_terms(x, samples)
         y, jac = self.jacobian(model, samples)
         y = y.detach().requires_grad_(True)
         shaped = y.reshape(len(samples), *self.problem.y_shape)
-        (g,) = torch.autograd.grad(self.problem.loss_y(shaped, samples.target).mean(), y)
+        y_loss = self.problem.loss_y(shaped, samples.target).mean()
+        (g,) = torch.autograd.grad(y_loss, y)
+        terms = {"y_loss": y_loss.detach()}
         with torch.no_grad():
-            u, sigma, vh = torch.linalg.svd(jac, full_matrices=False)
+            if samples.truth is not None:
+                x = self.unknowns(model, samples)
+                terms["x_loss"] = self.problem.loss_x(x, samples.truth).mean()
+            u, sigma, vh = updates.thin_svd(jac)
             power = updates.truncated_power(sigma, self.config.tau, self.config.beta)
             self._delta = vh.T @ (power * (u.T @ g.flatten()))
         rank = (power > 0).sum().to(y.dtype)
         return {
-            "loss": terms["y_loss"],
-            **{k: v.detach() for k, v in terms.items()},
+            "loss": terms["y_loss"].clone().requires_grad_(True),
+            **terms,
             "rank": rank,
             "sigma_max": sigma[0].detach(),
         }

@@ -32,6 +32,7 @@ class Activation(str, enum.Enum):
 
 class Init(str, enum.Enum):
     xavier = "xavier"  # Glorot normal: the usual choice for tanh PINNs
+    xavier_uniform = "xavier_uniform"  # Glorot uniform: Keras' Dense default
     kaiming = "kaiming"
     default = "default"  # torch's own
 
@@ -46,7 +47,8 @@ class MLPConfig(PluginConfig):
         activation: tanh, sin, gelu, relu or silu.
         fourier_features: number of random Fourier features of the input (0: none).
         fourier_scale: standard deviation of their frequencies.
-        init: weight initialization: xavier, kaiming or default.
+        init: weight initialization: xavier (Glorot normal), xavier_uniform (Glorot
+            uniform, Keras' default), kaiming or default; biases start at zero.
     """
 
     depth: int = 4
@@ -108,6 +110,8 @@ class MLP(nn.Module):
             if isinstance(layer, nn.Linear):
                 if init is Init.xavier:
                     nn.init.xavier_normal_(layer.weight)
+                elif init is Init.xavier_uniform:
+                    nn.init.xavier_uniform_(layer.weight)
                 else:
                     nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
                 nn.init.zeros_(layer.bias)

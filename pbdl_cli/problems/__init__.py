@@ -2,6 +2,7 @@
 
 from pbdl_cli.problems import (  # noqa: F401
     burgers,
+    coupled_oscillators,
     hhd,
     hig_toy,
     karman,

@@ -103,10 +103,22 @@ def truncated_power(s: Tensor, tau: float, beta: float) -> Tensor:
     return torch.where(keep, safe.pow(-beta), torch.zeros_like(s))
 
 
+def thin_svd(a: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The thin SVD a = U diag(s) V^T of ``a`` [R, p]: U [R, k], s [k], V^T [k, p] with
+    k = min(R, p), as ``torch.linalg.svd(a, full_matrices=False)``. A wide ``a`` (R < p,
+    e.g. HIG's Jacobian of 128 rows and 1,444 parameters) is decomposed as its transpose,
+    which LAPACK (MKL's gesdd) does about 2.5x faster on the CPU; the factors are the same
+    up to rounding (and the signs of singular-vector pairs)."""
+    if a.shape[-2] < a.shape[-1]:
+        v, s, uh = torch.linalg.svd(a.transpose(-2, -1), full_matrices=False)
+        return uh.transpose(-2, -1), s, v.transpose(-2, -1)
+    return torch.linalg.svd(a, full_matrices=False)
+
+
 def hig_direction(jac: Tensor, g: Tensor, tau: float, beta: float) -> Tensor:
     """Delta theta = V Lambda^-beta U^T g for the stacked Jacobian ``jac`` [R, p] (R =
     batch x dim y rows) and the loss gradient ``g`` = dL/dy [R]: [p]. The step is
     theta <- theta - eta Delta theta; beta = 1 with a full-rank ``jac`` is the Gauss-Newton
     step J^+ g."""
-    u, s, vh = torch.linalg.svd(jac, full_matrices=False)
+    u, s, vh = thin_svd(jac)
     return vh.transpose(-2, -1) @ (truncated_power(s, tau, beta) * (u.transpose(-2, -1) @ g))

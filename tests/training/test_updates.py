@@ -3,6 +3,7 @@ inverse simulator step, against closed forms (quadratics, linear least squares).
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from pbdl_cli.training import updates
@@ -78,3 +79,17 @@ def test_inverse_simulator_step_is_the_y_newton_step_mapped_back():
     # lr = 1 lands on the target's preimage in one step
     full = x + updates.inverse_simulator_step(forward, inverse, loss_y, x, lr=1.0)
     torch.testing.assert_close(full, torch.tensor([[0.5, 2.0]] * 2, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("shape", [(6, 17), (17, 6), (5, 5)])
+def test_thin_svd_of_wide_tall_and_square_matrices_is_torchs(shape):
+    """thin_svd decomposes a wide matrix as its transpose: same singular values, factors
+    that reconstruct it, orthonormal columns of U and rows of V^T."""
+    a = torch.randn(*shape, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    u, s, vh = updates.thin_svd(a)
+    k = min(shape)
+    assert u.shape == (shape[0], k) and s.shape == (k,) and vh.shape == (k, shape[1])
+    assert torch.allclose(s, torch.linalg.svdvals(a))
+    assert torch.allclose(u @ torch.diag(s) @ vh, a)
+    assert torch.allclose(u.T @ u, torch.eye(k, dtype=torch.float64))
+    assert torch.allclose(vh @ vh.T, torch.eye(k, dtype=torch.float64))
