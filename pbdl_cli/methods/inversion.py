@@ -73,7 +73,8 @@ def activation_stats(model: MLP, inputs: Tensor) -> dict[str, float]:
     ``activation_std`` (over inputs and units), ``activation_spread`` (the mean over units
     of each unit's standard deviation over the inputs: 0 when every unit is stuck) and
     ``saturated`` (the fraction of units whose |a| exceeds 0.99 on every input)."""
-    a = model.net[:-1](inputs)
+    with torch.no_grad():
+        a = model.net[:-1](inputs)
     return {
         "activation_mean": float(a.mean()),
         "activation_std": float(a.std()),
