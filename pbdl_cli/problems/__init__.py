@@ -2,6 +2,7 @@
 
 from pbdl_cli.problems import (  # noqa: F401
     burgers,
+    gaussian_mixture,
     hhd,
     hig_toy,
     karman,
