@@ -92,7 +92,7 @@ class GaussianMixture(StaticProblem):
 
     def __init__(self, config: GaussianMixtureConfig) -> None:
         super().__init__(config)
-        #: mu_k [K, D], s_k [K], log w_k [K] (normalized), float64 on the CPU
+        #: mu_k [K, D], s_k [K] and w_k [K] (normalized), float64 on the CPU
         self.means = torch.tensor(config.means, dtype=torch.float64)
         self.variances = torch.tensor(config.variances, dtype=torch.float64)
         weights = torch.tensor(config.weights, dtype=torch.float64)
@@ -117,9 +117,10 @@ class GaussianMixture(StaticProblem):
         """``gaussian_mixture_k2_d2`` for the book's mixture; other settings add a digest."""
         c = self.config
         tag = f"gaussian_mixture_k{self.num_components}_d{self.dim}"
-        if (c.means, c.variances, c.weights) == (BOOK_MEANS, BOOK_VARIANCES, BOOK_WEIGHTS):
+        weights = self.weights.tolist()  # normalized: [1, 1] and [0.5, 0.5] are the same
+        if (c.means, c.variances, weights) == (BOOK_MEANS, BOOK_VARIANCES, BOOK_WEIGHTS):
             return tag
-        text = repr((c.means, c.variances, c.weights)).encode()
+        text = repr((c.means, c.variances, weights)).encode()
         return f"{tag}_{hashlib.sha256(text).hexdigest()[:8]}"
 
     def sample_params(self, n: int, generator: torch.Generator) -> Params:

@@ -41,6 +41,7 @@ def test_defaults_are_the_books_mixture_and_a_static_problem():
     with pytest.raises(PbdlError, match="static"):
         gm.initial_state({}, torch.Generator())
     assert gm.slug() == "gaussian_mixture_k2_d2"
+    assert mixture(weights=[2.0, 2.0], means=[[0, 0], [3, 2]]).slug() == gm.slug()
     other = mixture(**THREE).slug()
     assert (
         other.startswith("gaussian_mixture_k3_d2_")
