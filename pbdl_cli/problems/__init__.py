@@ -3,6 +3,7 @@
 from pbdl_cli.problems import (  # noqa: F401
     burgers,
     coupled_oscillators,
+    gaussian_mixture,
     hhd,
     hig_toy,
     karman,
