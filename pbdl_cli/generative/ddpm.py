@@ -90,7 +90,7 @@ def ancestral_sample(
     return Sampled(x, evaluations)
 
 
-def ddim_steps(T: int, K: int) -> list[int]:  # noqa: N803 (the book's symbols)
+def ddim_steps(T: int, K: int) -> list[int]:
     """K steps of ``1..T`` evenly spaced and including both ends (K = 1: ``[T]``),
     ascending: round(1 + (T - 1) i / (K - 1)), i = 0..K-1 (distinct for K <= T)."""
     if not 1 <= K <= T:

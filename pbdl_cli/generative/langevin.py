@@ -21,6 +21,7 @@ also gets ``sigma`` as a float tensor ``[B]``, and returns ``x``'s shape.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 
@@ -87,7 +88,7 @@ def annealed_langevin(
     levels = [float(s) for s in sigmas]
     if not levels or min(levels) <= 0:
         raise PbdlError("annealed Langevin: sigmas must be a non-empty list of positive levels")
-    if any(a <= b for a, b in zip(levels, levels[1:], strict=False)):
+    if any(a <= b for a, b in itertools.pairwise(levels)):
         raise PbdlError(f"annealed Langevin: sigmas must decrease strictly, got {levels}")
     last = levels[-1]
     evaluations = 0
@@ -111,6 +112,5 @@ def annealed_langevin(
 def _check(step_size: float, steps: int) -> None:
     if step_size <= 0 or steps < 1:
         raise PbdlError(
-            f"Langevin needs step_size > 0 and steps >= 1, got step_size={step_size}, "
-            f"steps={steps}"
+            f"Langevin needs step_size > 0 and steps >= 1, got step_size={step_size}, steps={steps}"
         )

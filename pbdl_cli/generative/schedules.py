@@ -8,7 +8,7 @@ probabilistic models", ICML 2021 (the cosine schedule). With steps ``t = 1..T``:
 * marginal       q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I),   abar_t = prod_{s<=t} alpha_s,
   so x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps with eps ~ N(0, I)  (:func:`q_sample`);
 * posterior      q(x_{t-1} | x_t, x_0) = N(mu~_t, beta~_t I) with
-  mu~_t = sqrt(abar_{t-1}) beta_t / (1 - abar_t) x_0 + sqrt(alpha_t) (1 - abar_{t-1}) / (1 - abar_t) x_t,
+  mu~_t = (sqrt(abar_{t-1}) beta_t x_0 + sqrt(alpha_t) (1 - abar_{t-1}) x_t) / (1 - abar_t),
   beta~_t = (1 - abar_{t-1}) / (1 - abar_t) beta_t, and abar_0 = 1 (so beta~_1 = 0).
 
 (The book's typesetting drops some of the bars; these are the standard formulas.)
@@ -65,7 +65,7 @@ class NoiseSchedule:
             raise PbdlError(f"schedule {self.name}: every beta_t must lie in (0, 1)")
 
     @property
-    def T(self) -> int:  # noqa: N802 (the book's symbol)
+    def T(self) -> int:
         """The number of diffusion steps."""
         return len(self.betas)
 
@@ -108,7 +108,7 @@ class NoiseSchedule:
 
 def noise_schedule(
     name: str,
-    T: int = 1000,  # noqa: N803 (the book's symbol)
+    T: int = 1000,
     *,
     beta_start: float = 1e-4,
     beta_end: float = 0.02,
@@ -148,7 +148,7 @@ def noise_schedule(
     return NoiseSchedule(name, betas)
 
 
-def cosine_alpha_bar(t: Tensor, T: int, s: float = 0.008) -> Tensor:  # noqa: N803
+def cosine_alpha_bar(t: Tensor, T: int, s: float = 0.008) -> Tensor:
     """The cosine schedule's defining formula abar(t) = f(t) / f(0) (before clipping),
     f(t) = cos^2((t / T + s) / (1 + s) pi / 2), for any real ``t`` (float64)."""
     t = torch.as_tensor(t, dtype=torch.float64)
@@ -191,7 +191,7 @@ def posterior(
     return mean, schedule.at("posterior_variance", t, x_t)
 
 
-def _check_steps(index: Tensor, T: int, low: int) -> None:  # noqa: N803
+def _check_steps(index: Tensor, T: int, low: int) -> None:
     if index.numel() and (int(index.min()) < low or int(index.max()) > T):
         raise PbdlError(
             f"diffusion step out of range {low}..{T}: {int(index.min())}..{int(index.max())}"

@@ -55,7 +55,7 @@ def test_q_sample_on_points_with_a_scalar_step_and_step_zero():
 
 
 def test_cosine_alpha_bar_matches_its_formula_and_clips_the_last_beta():
-    T = 1000  # noqa: N806
+    T = 1000
     schedule = noise_schedule("cosine", T)
     t = torch.arange(1, T + 1, dtype=F64)
     formula = cosine_alpha_bar(t, T)
