@@ -124,6 +124,25 @@ def test_deterministic_ddim_ignores_the_generator_and_counts_its_callbacks():
     assert seen == [*reversed(ddim_steps(1000, 10)[:-1]), 0]
 
 
+@pytest.mark.parametrize("sigma", ["beta", "posterior"])
+def test_the_last_ancestral_step_adds_no_noise(sigma):
+    """z = 0 at t = 1 (Alg. 2): with T = 1 the sampler is deterministic given x_1 and
+    is x_0 = (x_1 - beta_1 / sqrt(1 - abar_1) eps_hat) / sqrt(alpha_1)."""
+    schedule = noise_schedule("constant", 1)
+    eps = exact_eps(M, S, schedule)
+    start = torch.randn(8, 2)
+    runs = [
+        ancestral_sample(
+            eps, schedule, start, sigma=sigma, generator=torch.Generator().manual_seed(k)
+        )
+        for k in (0, 1)
+    ]
+    one = torch.ones(8, dtype=torch.long)
+    expected = (start - 0.02 / 0.02**0.5 * eps(start, one)) / 0.98**0.5
+    assert torch.equal(runs[0].x, runs[1].x) and runs[0].evaluations == 1
+    assert torch.allclose(runs[0].x, expected)
+
+
 def test_ddim_steps_are_evenly_spaced_and_distinct():
     assert ddim_steps(1000, 1) == [1000]
     assert ddim_steps(1000, 2) == [1, 1000]
