@@ -18,7 +18,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("errors", "console", "utils", "conf", "__init__"),
     ("registry", "config", "search_path"),
     ("data",),
-    ("numerics",),
+    ("numerics", "generative"),
     ("problems",),
     ("solvers",),
     ("models",),
