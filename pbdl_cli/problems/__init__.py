@@ -2,6 +2,7 @@
 
 from pbdl_cli.problems import (  # noqa: F401
     burgers,
+    heat,
     hhd,
     karman,
     optimizer_toy,

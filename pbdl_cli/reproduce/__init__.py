@@ -18,5 +18,6 @@ from pbdl_cli.reproduce import (  # noqa: F401  (each module registers its repro
     optimizer_toy,
     oscillator_pinn,
     parabola,
+    sip_heat,
     smoke_dp,
 )
