@@ -67,10 +67,14 @@ NOTES = """
   table is the k-th record). The final checks use the 256 fixed test samples
   (`eval.x_loss`, `eval.y_loss`).
 - **Setting.** Variants `sip_s*` / `adam_s*` follow the book: `experiment=heat_sip`
-  (U-Net 3 poolings x 16 filters, ReLU, zero padding), with batch norm
-  (`model.batch_norm=true`, as phiflow's `u_net`) and the book's mean correction
-  x + mean(x*) - mean(x) (`problem.mean_correction=true`; off by default because it
-  uses the ground truth). The full run's `nomc_*` pair (seed 0) trains without it.
+  (U-Net 3 poolings x 16 filters, batch norm, ReLU, zero padding, as phiflow's
+  `u_net(1, 1)`) with the book's mean correction x + mean(x*) - mean(x)
+  (`problem.mean_correction=true`; off by default because it uses the ground truth).
+  The full run's `nomc_*` pair (seed 0) trains without it.
+- **Test losses.** `summary.test/*` of the training run predicts with the network in
+  training mode (batch statistics, as the book's curves and figure); `pbdl evaluate`
+  (`eval.*`) in eval mode, with batch norm's running averages, which lag after 16-50
+  steps: those losses are higher and only reported.
 - **Differences.** Our U-Net pools by averages and upsamples by nearest interpolation +
   convolution (phiflow: max pooling, bilinear). The random boxes are torch's draws, not
   phiflow's, and our initialization differs, so the step-0 values differ (ours ~250 ;
@@ -235,7 +239,8 @@ def table(results: Mapping[str, VariantResult]) -> str:
 
 
 def _load(result: VariantResult) -> tuple[Any, Any, Any]:
-    """(problem, method, model) of a variant's last checkpoint (float32, CPU)."""
+    """(problem, method, model) of a variant's last checkpoint (float32, CPU), the model
+    in training mode (batch statistics, as the training run's test losses)."""
     import torch
 
     from pbdl_cli.methods import build_method
@@ -252,7 +257,6 @@ def _load(result: VariantResult) -> tuple[Any, Any, Any]:
     method = build_method(cfg.method, cfg.solver, problem=problem, device=cpu, dtype=torch.float32)
     model = method.build_model(cfg.model)
     model.load_state_dict(state["model"])
-    model.eval()
     return problem, method, model
 
 
@@ -288,7 +292,8 @@ def figures(out: Path, results: Mapping[str, VariantResult]) -> list[Path]:
         if f"{name}_s0" not in results:
             continue
         problem, method, model = _load(results[f"{name}_s0"])
-        test = problem.test_samples().select(torch.arange(1)).to(torch.device("cpu"), torch.float32)
+        # all test samples in one batch, as the training run's test/* (batch statistics)
+        test = problem.test_samples().to(torch.device("cpu"), torch.float32)
         with torch.no_grad():
             x = method.unknowns(model, test)
         loss = float(problem.loss_x(x, test.truth)[0])
