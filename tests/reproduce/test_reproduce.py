@@ -199,6 +199,13 @@ HEADLINES: dict[str, list[Headline]] = {
     "optimizer_toy": [Headline("inverse simulator: iterate 9, x1", 0.50421, 0.504205, 0.504215)],
     # book: 0.100203 after 50 epochs; --quick (3000 steps): 0.098916
     "parabola": [Headline("supervised loss, epoch 50 (MSE / 5)", 0.100203, 0.0950, 0.1030)],
+    # book (batch 128, 50 steps): SIP's x-loss far below Adam's; --quick (batch 32, 16
+    # steps, seed 0): test x-loss SIP / Adam 24.67 / 34.57 = 0.714 (seeds 1, 2: 0.755,
+    # 0.853); book x-loss at initialization 185.019 (phiflow's net and draws), ours 250.5
+    "sip_heat": [
+        Headline("SIP test x-loss < 0.9 x Adam's (end of training)", 0.9, 0.64, 0.80, ratio=True),
+        Headline("SIP: x-loss at step 0 (initialization)", 185.01902418878524, 245.0, 256.0),
+    ],
     # book: 298.286 (the forward run, no training yet); --quick: 304.175
     "smoke_dp": [Headline("loss, iteration 0", 298.286163, 303.5, 304.9)],
 }
