@@ -10,7 +10,8 @@ width of the PBDL book's ch. 9 network):
     u_L = e_L,         u_l = DC([s(conv(up(u_{l+1}))), e_l])        (decoder, l = L-1..0)
     y   = conv_1x1(u_0)
 
-DC is two convolutions (``kernel_size``) each followed by the activation s; pool is a 2x
+DC is two convolutions (``kernel_size``) each followed by the activation s (with
+``batch_norm``, by a batch normalization first, 2 C parameters each); pool is a 2x
 average pooling (parameter free, linear: a coarse-grid restriction); up is 2x nearest
 interpolation followed by a convolution (no checkerboard artefacts of transposed
 convolutions); [a, b] concatenates channels (the skip connections). Scalar parameters
@@ -67,6 +68,8 @@ class UNetConfig(PluginConfig):
         padding: circular (periodic domains), zeros or replicate; also pads the grid up
             to a multiple of 2**levels.
         out_init_scale: factor on the initial weights of the last layer (0: zero output).
+        batch_norm: batch normalization after each convolution of the double
+            convolutions (conv -> norm -> s, as phiflow's ``u_net``); off by default.
     """
 
     levels: int = 3
@@ -76,6 +79,7 @@ class UNetConfig(PluginConfig):
     activation: Activation = Activation.gelu
     padding: Padding = Padding.circular
     out_init_scale: float = 1.0
+    batch_norm: bool = False
 
     def __post_init__(self) -> None:
         if self.levels < 0 or self.width < 1 or self.growth < 1:
@@ -86,17 +90,21 @@ class UNetConfig(PluginConfig):
             raise ValueError("out_init_scale must be >= 0")
 
 
+_BATCH_NORMS = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+
+
 class _DoubleConv(nn.Sequential):
-    """conv -> s -> conv -> s, size preserving."""
+    """conv -> [norm] -> s -> conv -> [norm] -> s, size preserving."""
 
     def __init__(self, d: int, cin: int, cout: int, config: UNetConfig) -> None:
         k, pad = config.kernel_size, config.padding
-        super().__init__(
-            conv(d, cin, cout, k, padding=pad),
-            make_activation(config.activation),
-            conv(d, cout, cout, k, padding=pad),
-            make_activation(config.activation),
-        )
+        layers: list[nn.Module] = []
+        for c_in in (cin, cout):
+            layers.append(conv(d, c_in, cout, k, padding=pad))
+            if config.batch_norm:
+                layers.append(_BATCH_NORMS[d](cout))
+            layers.append(make_activation(config.activation))
+        super().__init__(*layers)
 
 
 @MODELS.register("unet")

@@ -4,6 +4,7 @@ from pbdl_cli.problems import (  # noqa: F401
     burgers,
     coupled_oscillators,
     gaussian_mixture,
+    heat,
     hhd,
     hig_toy,
     karman,

@@ -20,6 +20,7 @@ from pbdl_cli.reproduce import (  # noqa: F401  (each module registers its repro
     optimizer_toy,
     oscillator_pinn,
     parabola,
+    sip_heat,
     sip_toy,
     smoke_dp,
 )

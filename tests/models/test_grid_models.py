@@ -92,6 +92,21 @@ def test_parameter_count_unet(d: int, growth: int) -> None:
     assert count_parameters(build({**TINY["unet"], "growth": growth}, d)) == expected
 
 
+@pytest.mark.parametrize("d", [1, 2, 3])
+def test_unet_batch_norm_adds_a_norm_per_double_convolution_conv(d: int) -> None:
+    plain = build(TINY["unet"], d)
+    normed = build({**TINY["unet"], "batch_norm": True}, d)
+    norms = [m for m in normed.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    # 2 per double convolution: levels + 1 encoder and levels decoder blocks
+    assert len(norms) == 2 * (2 * 2 + 1)
+    assert count_parameters(normed) == count_parameters(plain) + sum(
+        2 * m.num_features for m in norms
+    )
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in plain.modules())
+    x = torch.randn(4, 2, *(8,) * d, dtype=torch.float64)
+    assert normed(x, torch.randn(4, 1, dtype=torch.float64)).shape == (4, 3, *(8,) * d)
+
+
 @pytest.mark.parametrize("d", [1, 2])
 @pytest.mark.parametrize("grid", [False, True])
 def test_parameter_count_fno(d: int, grid: bool) -> None:

@@ -215,6 +215,13 @@ HEADLINES: dict[str, list[Headline]] = {
     "optimizer_toy": [Headline("inverse simulator: iterate 9, x1", 0.50421, 0.504205, 0.504215)],
     # book: 0.100203 after 50 epochs; --quick (3000 steps): 0.098916
     "parabola": [Headline("supervised loss, epoch 50 (MSE / 5)", 0.100203, 0.0950, 0.1030)],
+    # book (batch 128, 50 steps): SIP's x-loss far below Adam's; --quick (batch 32, 16
+    # steps, seed 0): test x-loss SIP / Adam 24.67 / 34.57 = 0.714 (seeds 1, 2: 0.755,
+    # 0.853); book x-loss at initialization 185.019 (phiflow's net and draws), ours 250.5
+    "sip_heat": [
+        Headline("SIP test x-loss < 0.9 x Adam's (end of training)", 0.9, 0.64, 0.80, ratio=True),
+        Headline("SIP: x-loss at step 0 (initialization)", 185.01902418878524, 245.0, 256.0),
+    ],
     # book (no numbers, fig. 38.4): Adam's x error grows by more than 10x from phi 0 to
     # 45 at xi = 32, SIP's does not; --quick (2000 steps): Adam 0.00147 / 0.178 = 0.00826
     # (seeds 1, 2 at 1500-2000 steps: up to 0.027), SIP 8.827e-6 / 1.284e-5 = 0.687
