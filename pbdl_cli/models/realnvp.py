@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import itertools
 import math
 
 import torch
@@ -130,7 +131,7 @@ class AffineCoupling(nn.Module):
         self.register_buffer("order", torch.argsort(torch.tensor(kept + changed)), persistent=False)
         sizes = [len(kept) + condition_features] + [config.hidden] * config.depth
         layers: list[nn.Module] = []
-        for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
+        for fan_in, fan_out in itertools.pairwise(sizes):
             layers += [nn.Linear(fan_in, fan_out), make_activation(config.activation)]
         layers.append(nn.Linear(sizes[-1], 2 * len(changed)))
         scale_init(layers[-1], config.out_init_scale)
