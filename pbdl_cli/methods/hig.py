@@ -21,7 +21,7 @@ a [B m, p] matrix, O(B m p min(B m, p)); memory B m p numbers, refused above
 ``max_jacobian_gb``.
 
 Logged: ``loss`` = ``y_loss`` (the objective) and ``x_loss`` where x* is known,
-``rank`` (singular values kept) and ``sigma_max``.
+``rank`` (singular values kept), ``sigma_max`` and ``step_norm`` = |Delta theta|.
 """
 
 from __future__ import annotations
@@ -78,7 +78,6 @@ class HIG(InversionMethod):
                 f"'{self.problem.name}' is not differentiable"
             )
         self._delta = torch.zeros(0)
-        self.stats: dict[str, float] = {}
 
     def check_model_config(self, model_config: Any) -> None:
         """Also refuse a model whose stacked Jacobian [B m, p] exceeds
@@ -121,6 +120,8 @@ class HIG(InversionMethod):
             **terms,
             "rank": rank,
             "sigma_max": sigma[0].detach(),
+            # |Delta theta|: a non-finite step stops the trainer like a non-finite loss
+            "step_norm": self._delta.norm(),
         }
 
     def jacobian(self, model: nn.Module, samples: Samples) -> tuple[Tensor, Tensor]:
@@ -161,7 +162,7 @@ class HIG(InversionMethod):
         Delta theta as the gradient: with SGD, theta <- theta - lr Delta theta."""
         closure()
         if not torch.isfinite(self._delta).all():
-            return True  # the trainer stops on the non-finite loss terms
+            return True  # not taken: the trainer stops on the non-finite step_norm
         offset = 0
         for group in optimizer.param_groups:
             for q in group["params"]:
