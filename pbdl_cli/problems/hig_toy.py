@@ -76,7 +76,7 @@ class HIGToy(Inversion):
         x = 2 * torch.rand(n, 1, generator=generator, dtype=torch.float64) - 1
         return self._samples(x)
 
-    def test_samples(self) -> Samples:
+    def draw_test_samples(self) -> Samples:
         """An even grid of ``n_test`` inputs on [-1, 1]."""
         x = torch.linspace(-1, 1, self.config.n_test, dtype=torch.float64)[:, None]
         return self._samples(x)

@@ -132,8 +132,15 @@ class Inversion(StaticProblem):
         return 0.5 * (x - truth).flatten(1).square().sum(1)
 
     def test_samples(self) -> Samples:
-        """The fixed samples ``pbdl evaluate`` scores (default: 256 drawn with a seed of
-        their own)."""
+        """The fixed samples ``pbdl evaluate`` scores, drawn once per problem object
+        (:meth:`draw_test_samples`): predict, reference and metrics share them."""
+        cached = self.__dict__.get("_test_samples")
+        if cached is None:
+            cached = self.__dict__["_test_samples"] = self.draw_test_samples()
+        return cached
+
+    def draw_test_samples(self) -> Samples:
+        """Draw the test samples (default: 256 with a seed of their own)."""
         from pbdl_cli.utils.seeding import generator
 
         return self.sample(256, generator(self.name, "test"))

@@ -131,7 +131,7 @@ class RotatedSine(Inversion):
         target = self.forward(truth)
         return Samples(input=self.network_input(target), target=target, truth=truth)
 
-    def test_samples(self) -> Samples:
+    def draw_test_samples(self) -> Samples:
         """``n_test`` samples drawn with a seed of their own."""
         from pbdl_cli.utils.seeding import generator
 
