@@ -111,9 +111,9 @@ class HIG(InversionMethod):
             if samples.truth is not None:
                 x = self.unknowns(model, samples)
                 terms["x_loss"] = self.problem.loss_x(x, samples.truth).mean()
-            u, sigma, vh = updates.thin_svd(jac)
-            power = updates.truncated_power(sigma, self.config.tau, self.config.beta)
-            self._delta = vh.T @ (power * (u.T @ g.flatten()))
+            self._delta, sigma, power = updates.hig_step(
+                jac, g.flatten(), self.config.tau, self.config.beta
+            )
         rank = (power > 0).sum().to(y.dtype)
         return {
             "loss": terms["y_loss"].clone().requires_grad_(True),

@@ -120,5 +120,12 @@ def hig_direction(jac: Tensor, g: Tensor, tau: float, beta: float) -> Tensor:
     batch x dim y rows) and the loss gradient ``g`` = dL/dy [R]: [p]. The step is
     theta <- theta - eta Delta theta; beta = 1 with a full-rank ``jac`` is the Gauss-Newton
     step J^+ g."""
+    return hig_step(jac, g, tau, beta)[0]
+
+
+def hig_step(jac: Tensor, g: Tensor, tau: float, beta: float) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`hig_direction` with what it saw: (Delta theta [p], the singular values of
+    ``jac`` [k] descending, the inverted powers [k], zero where truncated)."""
     u, s, vh = thin_svd(jac)
-    return vh.transpose(-2, -1) @ (truncated_power(s, tau, beta) * (u.transpose(-2, -1) @ g))
+    power = truncated_power(s, tau, beta)
+    return vh.transpose(-2, -1) @ (power * (u.transpose(-2, -1) @ g)), s, power
