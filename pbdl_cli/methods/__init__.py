@@ -11,6 +11,7 @@ from pbdl_cli.methods import (  # noqa: F401
     pinn,
     pre,
     projection,
+    score,
     sip,
     sol,
     supervised,

@@ -122,6 +122,30 @@ def test_the_score_is_the_autograd_gradient_of_the_log_density(options):
     assert torch.isfinite(gm.score(x.detach())).all()
 
 
+def test_the_noised_score_is_the_gradient_of_the_convolved_density():
+    """p_sigma(x) = int p(y) N(x - y; 0, sigma^2) dy by quadrature (independent of the
+    variance shift the mixture uses); its autograd gradient is ``noised_score``."""
+    gm = mixture(means=[[-1.0], [2.0]], variances=[0.5, 2.0], weights=[0.3, 0.7])
+    sigma = 0.7
+    y = torch.linspace(-20, 20, 40001, dtype=torch.float64)
+    p = gm.log_density(y[:, None]).exp()  # [Q]
+    x = torch.linspace(-4, 5, 13, dtype=torch.float64).requires_grad_(True)
+    kernel = torch.exp(-((x[:, None] - y[None]) ** 2) / (2 * sigma**2)) / math.sqrt(
+        2 * math.pi * sigma**2
+    )
+    density = torch.trapezoid(kernel * p[None], y, dim=1)
+    (grad,) = torch.autograd.grad(density.log().sum(), x)
+    points = x.detach()[:, None]
+    score = gm.noised_score(points, sigma)
+    torch.testing.assert_close(score[:, 0], grad, rtol=1e-7, atol=1e-9)
+    per_point = gm.noised_score(points, torch.full((13,), sigma, dtype=torch.float64))
+    torch.testing.assert_close(per_point, score, rtol=1e-14, atol=1e-14)
+    mixed = torch.tensor([0.0, sigma], dtype=torch.float64).repeat(7)[:13]  # per point
+    expected = torch.where((mixed > 0)[:, None], score, gm.score(points))
+    torch.testing.assert_close(gm.noised_score(points, mixed), expected, rtol=1e-14, atol=0)
+    torch.testing.assert_close(gm.noised_score(points, 0.0), gm.score(points), rtol=0, atol=0)
+
+
 def test_score_near_a_mean_pulls_towards_it():
     gm = mixture()
     at = torch.tensor([[3.0, 2.0], [0.0, 0.0]], dtype=torch.float64)
