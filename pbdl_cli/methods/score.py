@@ -76,6 +76,7 @@ from pbdl_cli.generative.common import Sampled, StepCallback, batch_vector, norm
 from pbdl_cli.generative.langevin import annealed_langevin, langevin
 from pbdl_cli.methods.base import METHODS
 from pbdl_cli.methods.generative import CHUNK, GenerativeConfig, GenerativeMethod
+from pbdl_cli.problems.distribution import Draws
 from pbdl_cli.utils.seeding import generator
 
 
@@ -171,7 +172,8 @@ class Score(GenerativeMethod):
             self._epoch = (epoch, order.to(self.device))
         return self._epoch[1][k * c.batch_size : (k + 1) * c.batch_size]
 
-    def batch(self, step: int):  # type: ignore[override]
+    def batch(self, step: int) -> Draws:
+        """The training samples of step ``step`` (each item's sample; see :meth:`items`)."""
         return self.train_set.select(self.items(step) // len(self.levels))
 
     def loss(self, model: nn.Module, step: int) -> dict[str, Tensor]:

@@ -213,6 +213,14 @@ HEADLINES: dict[str, list[Headline]] = {
     "oscillator_pinn": [Headline("PINN rel. L2 on [0, 1]", 5e-2, 0.0030, 0.0150)],
     # book (float32): 0.50421; --quick runs the full settings (float64): 0.50421000
     "optimizer_toy": [Headline("inverse simulator: iterate 9, x1", 0.50421, 0.504205, 0.504215)],
+    # book: DSM loss 197.79 at epoch 100 (its floor 195.44), annealed 3328.99 (floor 3341.3);
+    # --quick (20 / 5 epochs): 196.56 (floor on our draws 196.08), 3386.6 (3384.6); the
+    # sigma^2-weighted annealed samples: energy 0.0066 (two-sample floor 0.0027)
+    "gm_score": [
+        Headline("DSM loss, last epoch", 197.7943, 195.0, 200.0),
+        Headline("annealed loss, last epoch (unweighted)", 3328.9864, 3380.0, 3400.0),
+        Headline("annealed Langevin (sigma^2): energy distance", None, 0.003, 0.015),
+    ],
     # book: 0.100203 after 50 epochs; --quick (3000 steps): 0.098916
     "parabola": [Headline("supervised loss, epoch 50 (MSE / 5)", 0.100203, 0.0950, 0.1030)],
     # book (batch 128, 50 steps): SIP's x-loss far below Adam's; --quick (batch 32, 16
