@@ -146,6 +146,18 @@ def test_the_noised_score_is_the_gradient_of_the_convolved_density():
     torch.testing.assert_close(gm.noised_score(points, 0.0), gm.score(points), rtol=0, atol=0)
 
 
+def test_stray_samples_are_counted():
+    gm = mixture()
+    y = torch.tensor(
+        [[0.0, 0.0], [3.0, 2.0], [4.9, 0.0], [5.1, 0.0], [3.0, 4.4], [3.0, 4.6], [math.nan, 0.0]],
+        dtype=torch.float64,
+    )  # squared distances in sd to N(0, I) / N([3, 2], 0.25 I): (4.9, 0) 24.0 / 41.6,
+    # (5.1, 0) 26.0 / 33.6 (stray), (3, 4.4) 28.4 / 23.0, (3, 4.6) 30.2 / 27.0 (stray), nan
+    assert gm.sample_metrics(y)["stray_fraction"] == pytest.approx(3 / 7)
+    exact = gm.sample(100_000, torch.Generator().manual_seed(0))
+    assert gm.sample_metrics(exact)["stray_fraction"] < 1e-4
+
+
 def test_score_near_a_mean_pulls_towards_it():
     gm = mixture()
     at = torch.tensor([[3.0, 2.0], [0.0, 0.0]], dtype=torch.float64)
