@@ -210,7 +210,7 @@ def figures(out: Path, results: Mapping[str, VariantResult]) -> list[Path]:
     ax.plot(epochs, values, "o-", label="pbdl", ms=3)
     ax.plot(list(BOOK), list(BOOK.values()), "+", ms=9, label="book")
     ax.axhline(ENTROPY - BOOK_OFFSET, color="gray", ls="--", lw=1, label="floor H(p) - 0.919")
-    ax.set(xlabel="epoch", ylabel="epoch-mean loss (book units)", yscale="log")
+    ax.set(xlabel="epoch", ylabel="epoch-mean loss (book units)")
     ax.legend()
     paths.append(save_figure(fig, out / "losses.png"))
 
