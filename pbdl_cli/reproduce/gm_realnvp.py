@@ -116,7 +116,10 @@ NOTES = f"""
   drawn once (seed 0), batch 128 (391 steps an epoch), Adam at 2e-4, no schedule,
   float32. Ours differs from the notebook in the draws, the initialization and
   `model.scale_clamp=3` (s = 3 tanh(s_raw / 3); the book's s is unclamped), which
-  changes s by under 1 % for |s| < 0.5.
+  reaches every |s| < 3 (the trained flow's log-scales on the data stay below 1.5).
+- **Epoch 1.** Our first epoch falls faster than the book's (2.07-2.14 over seeds 0-2,
+  book 2.64; one epoch with `model.scale_clamp=0`: 2.096), so it is reported, not
+  judged; from epoch 2 on the two agree to 0.02.
 - **Units.** The book's loss adds the prior's -1/2 log 2 pi once instead of twice:
   book = NLL - {BOOK_OFFSET:.4f}. `train/loss` is the NLL in nats of a normalized density,
   `train/book_loss` the book's; the epoch means are over all {STEPS_PER_EPOCH} steps of
@@ -318,6 +321,13 @@ _checks = (
         Summary("test/energy"),
         criterion=AtMost(0.03),
         quick=True,
+    ),
+    Check(
+        "energy distance after 50 epochs",
+        VARIANT,
+        Summary("test/energy"),
+        criterion=AtMost(0.006),
+        full_only=True,
     ),
     Check("energy distance between two exact sets (floor)", VARIANT, REFERENCE_ENERGY),
     Check(
