@@ -132,7 +132,7 @@ class SamplesFile(SamplesInfo):
 
 
 # -------------------------------------------------------------------------------- writing
-def _array(value: Any, name: str) -> np.ndarray:
+def _array(value: Any) -> np.ndarray:
     """A numpy array or a (CPU or device) tensor as a numpy array."""
     if hasattr(value, "detach"):  # a torch tensor, without importing torch
         value = value.detach().cpu().numpy()
@@ -140,7 +140,7 @@ def _array(value: Any, name: str) -> np.ndarray:
 
 
 def _float_array(value: Any, name: str, min_ndim: int) -> np.ndarray:
-    arr = _array(value, name)
+    arr = _array(value)
     if arr.dtype not in FLOAT_DTYPES:
         raise ValueError(f"{name} must be float32 or float64, got {arr.dtype}")
     if arr.ndim < min_ndim or 0 in arr.shape:
@@ -216,7 +216,7 @@ def write_samples(
                 f"reference has shape {list(ref)}, expected [{m}, n_ref, "
                 f"{', '.join(map(str, sample_shape))}]"
             )
-    nfe, secs = _array(evaluations, "evaluations"), _array(seconds, "seconds")
+    nfe, secs = _array(evaluations), _array(seconds)
     if nfe.shape != (m,) or nfe.dtype.kind not in "iu" or (nfe < 0).any():
         raise ValueError(f"evaluations must be {m} integers >= 0, got {nfe.dtype} {nfe.shape}")
     if secs.shape != (m,) or secs.dtype.kind not in "iuf" or not (secs >= 0).all():

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -50,12 +50,42 @@ def finite_rows(points: np.ndarray) -> tuple[np.ndarray, int]:
 def plot_window(*sets: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """Lower and upper bounds [D] of the plotted window around point sets [n, D]: the
     outer quantiles of their finite values, widened by 10 % on each side."""
-    rows = [s for s in sets if s is not None and len(s)]
-    stacked = np.concatenate(rows) if rows else np.zeros((1, 1))
+    given = [s for s in sets if s is not None]
+    rows = [s for s in given if len(s)]
+    stacked = np.concatenate(rows) if rows else np.zeros((1, given[0].shape[1]))
     lo = np.quantile(stacked, WINDOW_QUANTILES[0], axis=0)
     hi = np.quantile(stacked, WINDOW_QUANTILES[1], axis=0)
     pad = np.maximum(0.1 * (hi - lo), 1e-3 * np.maximum(1.0, np.abs(hi) + np.abs(lo)))
     return lo - pad, hi + pad
+
+
+def overlay_histograms(
+    ax: Axes,
+    model: np.ndarray,
+    reference: np.ndarray | None,
+    bins: np.ndarray,
+    orientation: Literal["vertical", "horizontal"] = "vertical",
+) -> None:
+    """Density histograms of model values [n] (an outline) over reference values [n_ref]
+    (filled) on the same bins; an empty set is left out (all its samples non-finite)."""
+    style = {"bins": bins, "density": True, "orientation": orientation}
+    if reference is not None and reference.size:
+        ax.hist(
+            reference,
+            histtype="stepfilled",
+            color=REFERENCE_COLOUR,
+            alpha=0.35,
+            label="reference",
+            **style,
+        )
+    if model.size:
+        ax.hist(model, histtype="step", color=MODEL_COLOUR, lw=1.3, label="model", **style)
+
+
+def legend(ax: Axes, **kwargs: Any) -> None:
+    """A small legend, where the axes hold labelled artists."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize="x-small", **kwargs)
 
 
 def log_density_on(
@@ -193,28 +223,8 @@ def plot_scatter_2d(
     ax.scatter(model[:, 0], model[:, 1], s=3, color=MODEL_COLOUR, alpha=alpha, linewidths=0)
     for axis, k, orientation in ((top, 0, "vertical"), (right, 1, "horizontal")):
         bins = np.linspace(lo[k], hi[k], 48)
-        if ref is not None:
-            axis.hist(
-                ref[:, k],
-                bins=bins,
-                density=True,
-                histtype="stepfilled",
-                color=REFERENCE_COLOUR,
-                alpha=0.35,
-                orientation=orientation,
-                label="reference",
-            )
-        axis.hist(
-            model[:, k],
-            bins=bins,
-            density=True,
-            histtype="step",
-            color=MODEL_COLOUR,
-            lw=1.3,
-            orientation=orientation,
-            label="model",
-        )
-    top.legend(fontsize="x-small", loc="upper right")
+        overlay_histograms(axis, model[:, k], None if ref is None else ref[:, k], bins, orientation)
+    legend(top, loc="upper right")
     top.tick_params(labelbottom=False)
     right.tick_params(labelleft=False)
     ax.set_xlim(lo[0], hi[0])
@@ -231,8 +241,9 @@ def _hist_panel(
     ax: Axes, points: np.ndarray | None, lo: np.ndarray, hi: np.ndarray, bins: int
 ) -> Any:
     """A 2D histogram (a density: it integrates to 1 over the window) of points [n, 2]."""
-    if points is None:
-        ax.text(0.5, 0.5, "no reference samples", ha="center", va="center", transform=ax.transAxes)
+    if points is None or not len(points):
+        what = "no reference samples" if points is None else "no finite samples"
+        ax.text(0.5, 0.5, what, ha="center", va="center", transform=ax.transAxes)
         return None
     counts, _, _ = np.histogram2d(
         points[:, 0], points[:, 1], bins=bins, range=[[lo[0], hi[0]], [lo[1], hi[1]]], density=True
@@ -267,10 +278,8 @@ def plot_density_panels(
 
     fig = Figure(figsize=(8.4, 3.8 * rows + 0.4), layout="constrained")
     axes = fig.subplots(rows, 2, squeeze=False, sharex=True, sharey=True)
-    # about sqrt(n) bins per axis: n / bins^2 ~ 1 sample per bin at the smaller set
-    bins = int(
-        np.clip(math.sqrt(min(len(model), len(ref) if ref is not None else 1 << 30)), 16, 80)
-    )
+    smallest = len(model) if ref is None else min(len(model), len(ref))
+    bins = int(np.clip(math.sqrt(smallest), 16, 80))  # sqrt(n) per axis: ~1 sample per bin
     drawn = [
         _hist_panel(axes[0, 0], model, lo, hi, bins),
         _hist_panel(axes[0, 1], ref, lo, hi, bins),
@@ -353,25 +362,7 @@ def plot_histograms_1d(
         c = None if cond is None else cond[m]
         lo, hi = plot_window(y, r)
         bins = np.linspace(lo[0], hi[0], 100)
-        if r is not None:
-            ax.hist(
-                r[:, 0],
-                bins=bins,
-                density=True,
-                histtype="stepfilled",
-                color=REFERENCE_COLOUR,
-                alpha=0.35,
-                label="reference",
-            )
-        ax.hist(
-            y[:, 0],
-            bins=bins,
-            density=True,
-            histtype="step",
-            color=MODEL_COLOUR,
-            lw=1.3,
-            label="model",
-        )
+        overlay_histograms(ax, y[:, 0], None if r is None else r[:, 0], bins)
         line = np.linspace(lo[0], hi[0], 400)
         logp = log_density_on(log_density, line[:, None], c)
         if logp is not None:
@@ -384,5 +375,5 @@ def plot_histograms_1d(
         ax.set_xlabel(label)
     for ax in axes[len(shown) :]:
         ax.set_axis_off()
-    axes[0].legend(fontsize="x-small")
+    legend(axes[0])
     return save_figure(fig, path)

@@ -5,6 +5,7 @@ forms, and clear refusals of shapes without figures."""
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -192,6 +193,22 @@ def test_fields(tmp_path: Path, drawn: dict[str, list[str]]) -> None:
     path = plot_field_moments(tmp_path / "alone.png", samples[0], None)
     assert is_png(path)
     assert not any("reference" in t for t in drawn["alone.png"])
+
+
+@pytest.mark.parametrize("shape", [(1, 40, 2), (2, 40, 1), (1, 4, 1, 6, 5)])
+def test_a_diverged_model_still_gets_its_figures(tmp_path: Path, shape: tuple[int, ...]) -> None:
+    """Samples that are all NaN (a diverged sampler) are left out of every panel, with no
+    crash and no warning, next to a finite reference."""
+    samples = torch.full(shape, float("nan"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        paths = sample_figures(
+            tmp_path,
+            samples,
+            torch.randn(shape),
+            snapshots=[("start", torch.randn(shape[1:])), ("end", samples[0])],
+        )
+    assert paths and all(is_png(p) for p in paths)
 
 
 # -- refusals ---------------------------------------------------------------
