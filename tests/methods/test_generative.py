@@ -42,7 +42,8 @@ def test_parabola_draws_both_branches_with_their_conditions() -> None:
     assert torch.allclose(y.abs(), x.sqrt(), atol=0, rtol=1e-15)
     positive = float((y > 0).double().mean())
     assert abs(positive - 0.5) < 0.03  # 3.8 standard deviations of a fair coin
-    reference = parabola().reference_samples(1000, generator(1), torch.tensor([0.49], dtype=torch.float64))
+    x = torch.tensor([0.49], dtype=torch.float64)
+    reference = parabola().reference_samples(1000, generator(1), x)
     assert set(reference.reshape(-1).tolist()) == {-0.7, 0.7}
 
 
@@ -59,7 +60,8 @@ def test_parabola_scores_samples_by_their_branch() -> None:
 
 def test_conditions_are_parsed_or_refused_in_one_line() -> None:
     assert parabola().parse_condition([0.5]).tolist() == [0.5]
-    for values, message in (([0.5, 0.1], "needs 1 value"), ([2.0], "in [0, 1]"), ([math.nan], "finite")):
+    bad = (([0.5, 0.1], "needs 1 value"), ([2.0], "in [0, 1]"), ([math.nan], "finite"))
+    for values, message in bad:
         with pytest.raises(PbdlError, match=message.replace("[", r"\[").replace("]", r"\]")):
             parabola().parse_condition(values)
     with pytest.raises(PbdlError, match="unconditional"):
