@@ -11,8 +11,9 @@ true distribution, and what drawing them cost::
     /seconds      float64          [M]    wall-clock seconds of sampling per condition
 
 Root attributes: ``schema = "pbdl-samples"``, ``version = 1``, ``sampler`` (str), ``steps``
-(int, 0 for an adaptive sampler), ``created``, ``pbdl_version`` and the caller's
-provenance (``method``, ``problem``, ``run``, ``step``, ``seed``, ...: str, int or float).
+(int: the steps asked of the sampler, 0 for its default), ``created``, ``pbdl_version``
+and the caller's provenance (``method``, ``problem``, ``run``, ``step``, ``seed``, ...:
+str, int or float).
 ``sample_shape`` has at least one axis: ``(D,)`` for points, ``(C, *spatial)`` for fields.
 
 :func:`write_samples` writes atomically (a temporary file next to the target, renamed
@@ -66,7 +67,7 @@ class SamplesInfo:
     Attributes:
         path: the file.
         version: schema version (:data:`VERSION` once validated).
-        sampler, steps: the sampler's name and step count (0: adaptive).
+        sampler, steps: the sampler's name and the steps asked of it (0: its default).
         provenance: the caller's attributes (method, problem, run, step, seed, ...).
         created, pbdl_version: when and by which version the file was written.
         evaluations: int64 [M] network evaluations per condition.
@@ -175,9 +176,9 @@ def write_samples(
     steps: int,
     evaluations: Any,
     seconds: Any,
-    condition: Any = None,
+    conditions: Any = None,
     reference: Any = None,
-    provenance: Provenance | None = None,
+    attrs: Provenance | None = None,
 ) -> Path:
     """Writes a samples file atomically; an existing file is replaced only once the new
     one is complete, and nothing is left behind when writing fails.
@@ -185,12 +186,14 @@ def write_samples(
     Args:
         path: the file (``samples.h5``); its folder is created.
         samples: [M, n, *sample_shape] float32 or float64 (array or tensor).
-        sampler: the sampler's name; steps: its step count (0: adaptive).
+        sampler: the sampler's name; steps: the steps asked of it (0: its default).
         evaluations: [M] network evaluations per condition (ints >= 0).
         seconds: [M] sampling seconds per condition (>= 0).
-        condition: [M, *condition_shape] float or None (unconditional: M = 1).
+        conditions: [M, *condition_shape] float or None (unconditional: M = 1), stored
+            as ``/condition``.
         reference: [M, n_ref, *sample_shape] float or None.
-        provenance: attributes of origin (method, problem, run, step, seed): str/int/float.
+        attrs: provenance, root attributes of origin (method, problem, run, step, seed):
+            str, int or float; read back as :attr:`SamplesInfo.provenance`.
 
     Returns:
         ``path``.
@@ -202,11 +205,11 @@ def write_samples(
     path = Path(path)
     data = {"samples": _float_array(samples, "samples", 3)}
     m, sample_shape = data["samples"].shape[0], data["samples"].shape[2:]
-    if condition is not None:
-        data["condition"] = _float_array(condition, "condition", 1)
+    if conditions is not None:
+        data["condition"] = _float_array(conditions, "conditions", 1)
         if data["condition"].shape[0] != m:
             raise ValueError(
-                f"condition has shape {list(data['condition'].shape)}, expected {m} conditions"
+                f"conditions have shape {list(data['condition'].shape)}, expected {m} conditions"
             )
     if reference is not None:
         data["reference"] = _float_array(reference, "reference", 3)
@@ -227,11 +230,11 @@ def write_samples(
         raise ValueError(f"sampler must be a non-empty name, got {sampler!r}")
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
         raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
-    attrs = _provenance(provenance or {})
+    stored = _provenance(attrs or {})
 
     from pbdl_cli import __version__
 
-    attrs |= {
+    stored |= {
         "schema": SCHEMA,
         "version": np.int64(VERSION),
         "sampler": sampler,
@@ -244,7 +247,7 @@ def write_samples(
         with h5py.File(tmp, "w") as f:
             for name, arr in data.items():
                 f.create_dataset(name, data=arr)
-            f.attrs.update(attrs)
+            f.attrs.update(stored)
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
     return path

@@ -41,6 +41,7 @@ from pbdl_cli.evaluation.sample_points import (
     axis_names,
     condition_text,
     density_image,
+    density_levels,
     finite_rows,
     kde_2d,
     panel_grid,
@@ -180,10 +181,11 @@ def plot_trajectory(
         finite = [finite_rows(s)[0] for _, s in states]
         lo, hi = plot_window(*finite)
         image = density_image(log_density, lo, hi, cond)
+        levels = None if image is None else density_levels(image[2], 6)
         labels = axis_names(names, 2, "y")
         for ax, (label, _), x in zip(axes, states, finite, strict=False):
-            if image is not None:
-                ax.contour(image[0], image[1], image[2], levels=6, cmap="Blues", linewidths=0.7)
+            if levels is not None:
+                ax.contour(*image, levels=levels, colors="tab:blue", alpha=0.5, linewidths=0.7)
             alpha = float(np.clip(2000 / max(len(x), 1), 0.08, 0.7))
             ax.scatter(x[:, 0], x[:, 1], s=2, color=MODEL_COLOUR, alpha=alpha, linewidths=0)
             ax.set_xlim(lo[0], hi[0])

@@ -132,6 +132,18 @@ def density_image(
     return xs, ys, np.exp(values).reshape(GRID, GRID)
 
 
+def density_levels(p: np.ndarray, count: int) -> np.ndarray | None:
+    """``count`` contour levels of a density image, geometrically spaced from 1e-3 of its
+    peak to 0.9 of it, so that a broad mode shows next to a narrow, tall one (even
+    spacing would give the broad one no level at all); None for an image without a
+    positive finite peak."""
+    finite = p[np.isfinite(p)]
+    peak = float(finite.max()) if finite.size else 0.0
+    if peak <= 0.0:
+        return None
+    return peak * np.geomspace(1e-3, 0.9, count)
+
+
 def kde_2d(points: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     """A Gaussian kernel density estimate of points [N, 2] on the grid xs [Gx] x ys [Gy]
     -> [Gy, Gx] (integrates to about 1 over the plane).
@@ -212,13 +224,18 @@ def plot_scatter_2d(
     image = density_image(log_density, lo, hi, cond)
     if image is not None:
         xs, ys, p = image
-        ax.contourf(xs, ys, p, levels=12, cmap="Blues")
+        levels = density_levels(p, 12)
+        if levels is not None:
+            ax.contourf(xs, ys, p, levels=[0.0, *levels], cmap="Blues", extend="max")
         marginals = (p.sum(axis=0) * (ys[1] - ys[0]), p.sum(axis=1) * (xs[1] - xs[0]))
         top.plot(xs, marginals[0], color="black", lw=1.2, label="true")
         right.plot(marginals[1], ys, color="black", lw=1.2)
     elif ref is not None and len(ref) >= 2:
         xs, ys, _ = window_grid(lo, hi)
-        ax.contour(xs, ys, kde_2d(ref, xs, ys), levels=8, cmap="Greys", linewidths=0.8)
+        kde = kde_2d(ref, xs, ys)
+        levels = density_levels(kde, 8)
+        if levels is not None:
+            ax.contour(xs, ys, kde, levels=levels, colors="0.35", linewidths=0.7)
     alpha = float(np.clip(3000 / max(len(model), 1), 0.08, 0.7))
     ax.scatter(model[:, 0], model[:, 1], s=3, color=MODEL_COLOUR, alpha=alpha, linewidths=0)
     for axis, k, orientation in ((top, 0, "vertical"), (right, 1, "horizontal")):

@@ -35,7 +35,7 @@ def arrays(dtype: Any = np.float32) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
     return {
         "samples": rng.normal(size=(M, N, 2, 4, 3)).astype(dtype),
-        "condition": rng.uniform(size=(M, 1)),
+        "conditions": rng.uniform(size=(M, 1)),
         "reference": rng.normal(size=(M, N_REF, 2, 4, 3)),
     }
 
@@ -47,7 +47,7 @@ def write(path: Path, **overrides: Any) -> Path:
         "steps": 50,
         "evaluations": [50, 50, 51],
         "seconds": [0.25, 0.5, 0.125],
-        "provenance": {**PROVENANCE, "seed": 7, "temperature": 0.75},
+        "attrs": {**PROVENANCE, "seed": 7, "temperature": 0.75},
     }
     kwargs.update(overrides)
     return write_samples(path, kwargs.pop("samples"), **kwargs)
@@ -71,9 +71,9 @@ def test_round_trip_is_exact(tmp_path: Path) -> None:
     data = arrays()
     read = read_samples(path)
     assert isinstance(read, SamplesFile)
-    for name in ("samples", "condition", "reference"):
-        stored = getattr(read, name)
-        assert stored.dtype == data[name].dtype and np.array_equal(stored, data[name]), name
+    for name, given in (("samples", "samples"), ("condition", "conditions"), ("reference",) * 2):
+        stored, expected = getattr(read, name), data[given]
+        assert stored.dtype == expected.dtype and np.array_equal(stored, expected), name
     assert read.samples.dtype == np.float32 and read.reference.dtype == np.float64
     assert read.sampler == "euler" and read.steps == 50 and read.version == 1
     assert read.provenance == {**PROVENANCE, "seed": 7, "temperature": 0.75}
@@ -121,7 +121,7 @@ def test_unconditional_float64_tensors(tmp_path: Path) -> None:
         ({"samples": np.zeros((M, N, 2), dtype=np.int64)}, "float32 or float64"),
         ({"samples": np.zeros((M, N), dtype=np.float32)}, "need 3+"),
         ({"samples": np.zeros((M, 0, 2), dtype=np.float32)}, "non-empty"),
-        ({"condition": np.zeros((M + 1, 1))}, "expected 3 conditions"),
+        ({"conditions": np.zeros((M + 1, 1))}, "expected 3 conditions"),
         ({"reference": np.zeros((M, N_REF, 2, 4, 4))}, "reference has shape"),
         ({"evaluations": [1, 2]}, "evaluations"),
         ({"evaluations": [1.0, 2.0, 3.0]}, "evaluations"),
@@ -130,9 +130,9 @@ def test_unconditional_float64_tensors(tmp_path: Path) -> None:
         ({"steps": -1}, "steps"),
         ({"steps": True}, "steps"),
         ({"sampler": ""}, "sampler"),
-        ({"provenance": {"version": 2}}, "written by the samples writer"),
-        ({"provenance": {"seeds": [1, 2]}}, "use str, int or float"),
-        ({"provenance": {"ok": True}}, "use str, int or float"),
+        ({"attrs": {"version": 2}}, "written by the samples writer"),
+        ({"attrs": {"seeds": [1, 2]}}, "use str, int or float"),
+        ({"attrs": {"ok": True}}, "use str, int or float"),
     ],
 )
 def test_writer_refuses_bad_input_and_writes_nothing(
@@ -245,7 +245,7 @@ def test_failed_write_leaves_nothing_and_keeps_the_old_file(
 
     monkeypatch.setattr(h5py.Group, "create_dataset", failing)
     with pytest.raises(OSError, match="simulated"):
-        write(path, provenance={"run": "second"})
+        write(path, attrs={"run": "second"})
     with pytest.raises(OSError, match="simulated"):
         write(tmp_path / "new.h5")
     assert calls.count("samples") == 2  # the failure came mid-file

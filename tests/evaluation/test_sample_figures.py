@@ -311,3 +311,14 @@ def test_log_density_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     assert log_density_on(lambda y, c: torch.full((len(y),), float("nan")), points, None).max() == (
         -np.inf
     )
+
+
+def test_density_levels() -> None:
+    p = np.array([[0.0, 2.0], [0.5, np.nan]])
+    levels = sample_points.density_levels(p, 4)
+    assert levels is not None
+    np.testing.assert_allclose(levels, 2.0 * np.geomspace(1e-3, 0.9, 4))
+    ratios = levels[1:] / levels[:-1]
+    np.testing.assert_allclose(ratios, ratios[0])  # evenly spaced in log p
+    assert sample_points.density_levels(np.zeros((3, 3)), 4) is None
+    assert sample_points.density_levels(np.full((2, 2), np.nan), 4) is None
