@@ -94,7 +94,7 @@ def render_samples_info(info: SamplesInfo) -> RenderableType:
     head.add_row("schema", f"pbdl-samples, version {info.version}")
     for key, value in info.provenance.items():
         head.add_row(key, _fmt_value(value))
-    head.add_row("sampler", f"{info.sampler}, {info.steps or 'adaptive'} steps")
+    head.add_row("sampler", f"{info.sampler}, {info.steps or 'default'} steps")
     nfe, seconds = info.evaluations, info.seconds
     head.add_row(
         "samples",
