@@ -159,25 +159,13 @@ def table(results: Mapping[str, VariantResult]) -> str:
     )
 
 
-def _load(result: VariantResult) -> tuple[Any, Any, Any]:
-    """(problem, method, model) of a variant's last checkpoint (float32, CPU)."""
-    import torch
+def _load(result: VariantResult) -> tuple[Any, Any]:
+    """(problem, model) of a variant's last checkpoint (float32 as trained, CPU, eval
+    mode)."""
+    from pbdl_cli.stages.loading import CheckpointChoice, load_run
 
-    from pbdl_cli.methods import build_method
-    from pbdl_cli.problems import PROBLEMS
-    from pbdl_cli.stages.evaluate import stored_train_config
-    from pbdl_cli.stages.train import train_config
-    from pbdl_cli.training.checkpoint import load_checkpoint
-
-    checkpoint = result.run / "checkpoints" / "last.pt"
-    state = load_checkpoint(checkpoint)
-    cfg = train_config(stored_train_config(state, checkpoint))
-    problem = PROBLEMS.create(cfg.problem)
-    cpu = torch.device("cpu")
-    method = build_method(cfg.method, cfg.solver, problem=problem, device=cpu, dtype=torch.float32)
-    model = method.build_model(cfg.model)
-    model.load_state_dict(state["model"])
-    return problem, method, model.eval()
+    loaded = load_run(str(result.run), CheckpointChoice.last, "cpu")
+    return loaded.problem, loaded.model()
 
 
 def angle_colors(points: Any) -> Any:
@@ -217,7 +205,7 @@ def figures(out: Path, results: Mapping[str, VariantResult]) -> list[Path]:
     ax.legend()
     paths.append(save_figure(fig, out / "losses.png"))
 
-    problem, _, model = _load(results[VARIANT])
+    problem, model = _load(results[VARIANT])
     g = torch.Generator().manual_seed(0)
     axis = np.linspace(-5, 5, 100)
     grid_x, grid_y = np.meshgrid(axis, axis)
