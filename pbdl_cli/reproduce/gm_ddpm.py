@@ -46,9 +46,11 @@ FORWARD = (0, 200, 400, 600, 800, 999)
 
 
 @dataclasses.dataclass(frozen=True)
-class EpochMean(MetricRef):
-    """The mean of ``key`` over the ``steps`` per-step records of epoch ``epoch`` (1 the
-    first, -1 the last complete one) in ``metrics.jsonl``: the book's printed epoch loss."""
+class EpochBatchMean(MetricRef):
+    """The plain mean of ``key`` over the ``steps`` per-step records of epoch ``epoch`` (1
+    the first, -1 the last complete one) in ``metrics.jsonl``: the book's printed epoch
+    loss, ``sum of batch losses / len(data_loader)`` (unweighted: its last batch of 16
+    counts as much as the others of 64). None when a step of the epoch is not logged."""
 
     key: str
     epoch: int
@@ -154,22 +156,12 @@ def bayes_optimal_loss(schedule: str, *, n: int = 200_000, seed: int = 0) -> flo
 
 
 def _load(run: Path) -> tuple[Any, nn.Module]:
-    """The method and the trained network of a finished run (its last checkpoint)."""
-    from pbdl_cli.methods import build_method
-    from pbdl_cli.problems import PROBLEMS
-    from pbdl_cli.stages.evaluate import stored_train_config
-    from pbdl_cli.stages.train import train_config
-    from pbdl_cli.training.checkpoint import load_checkpoint
+    """The method and the trained network of a finished run (its last checkpoint), on
+    the CPU."""
+    from pbdl_cli.stages.loading import CheckpointChoice, load_run
 
-    path = run / "checkpoints" / "last.pt"
-    state = load_checkpoint(path)
-    config = train_config(stored_train_config(state, path))
-    cpu, dtype = torch.device("cpu"), torch.float32
-    problem = PROBLEMS.create(config.problem)
-    method = build_method(config.method, config.solver, problem=problem, device=cpu, dtype=dtype)
-    model = method.build_model(config.model)
-    model.load_state_dict(state["model"])
-    return method, model.eval()
+    loaded = load_run(str(run), CheckpointChoice.last, "cpu")
+    return loaded.method, loaded.model()
 
 
 def _panel(
@@ -265,7 +257,7 @@ def summary(results: Mapping[str, VariantResult]) -> str:
     ]
     for name, result in results.items():
         test, sampling = result.summary.get("test", {}), result.summary.get("sampling", {})
-        first, last = EpochMean("train/loss", 1).read(result), EpochMean("train/loss", -1)
+        first, last = EpochBatchMean("train/loss", 1).read(result), EpochBatchMean("train/loss", -1)
         last_value = last.read(result)
         losses = f"{fmt(first)} / {fmt(last_value)}" if first is not None else "(sparse log)"
         rows.append(
@@ -303,7 +295,7 @@ register(
             Check(
                 "epoch 1 loss",
                 "ancestral",
-                EpochMean("train/loss", 1),
+                EpochBatchMean("train/loss", 1),
                 published=0.1529,
                 criterion=Within(1.25),
                 quick=True,
@@ -311,7 +303,7 @@ register(
             Check(
                 "epoch 100 loss",
                 "ancestral",
-                EpochMean("train/loss", 100),
+                EpochBatchMean("train/loss", 100),
                 published=0.0624,
                 criterion=Within(1.2),
                 quick=True,
