@@ -28,6 +28,7 @@ from pbdl_cli.reproduce.checks import (
     AtMost,
     Below,
     Check,
+    History,
     MetricRef,
     Summary,
     VariantResult,
@@ -259,7 +260,9 @@ def summary(results: Mapping[str, VariantResult]) -> str:
         test, sampling = result.summary.get("test", {}), result.summary.get("sampling", {})
         first, last = EpochBatchMean("train/loss", 1).read(result), EpochBatchMean("train/loss", -1)
         last_value = last.read(result)
-        losses = f"{fmt(first)} / {fmt(last_value)}" if first is not None else "(sparse log)"
+        losses = f"{fmt(first)} / {fmt(last_value)}"
+        if first is None:  # one step per epoch logged: the last step's loss
+            losses = f"- / {fmt(History('train/loss', at=-1).read(result))} (last step)"
         rows.append(
             f"| {name} | {losses} | {sampling.get('evaluations', ['-'])[0]} | "
             f"{fmt(sampling.get('samples_per_second'))} | {fmt(test.get('energy'))} "
