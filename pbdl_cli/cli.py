@@ -96,6 +96,17 @@ _stage_command(
 )
 
 
+_stage_command(
+    "sample",
+    "Draw samples from a trained probabilistic run (nf, cnf, score, ddpm, flow_matching): "
+    "samples.h5, distribution metrics and plots in RUN/sample (see docs/sample.md).",
+    "pbdl sample run=outputs/train/2026-12-04/20-00-15",
+    "pbdl sample run=outputs/train/2026-12-04/20-00-15 n=5000 sampler=ddim steps=20",
+    "pbdl sample run=outputs/train/2026-12-04/20-00-15 condition=[0.5] plots=false",
+    "pbdl info outputs/train/2026-12-04/20-00-15/sample/samples.h5",
+)
+
+
 @app.command(
     "report",
     epilog=_examples(
@@ -322,17 +333,25 @@ def show(
     epilog=_examples(
         "pbdl info datasets/burgers/<name>/train.h5",
         "pbdl info datasets/burgers/<name>/test.h5 --config",
+        "pbdl info outputs/sample/<date>/<time>/samples.h5",
     ),
 )
 def info(
-    path: Path = typer.Argument(..., help="An HDF5 dataset file written by pbdl generate."),
+    path: Path = typer.Argument(
+        ..., help="A dataset file of pbdl generate or a samples file of pbdl sample."
+    ),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Recompute the checksum."),
     config: bool = typer.Option(False, "--config", help="Also print the generating config."),
 ) -> None:
-    """Summarize a dataset file: schema, shapes, attributes; verify its checksum."""
+    """Summarize a dataset file (schema, shapes, attributes; verify its checksum) or a
+    samples file of pbdl sample (provenance, sampler, cost, shapes)."""
+    from pbdl_cli.data.samples import is_samples_file, read_samples_info
     from pbdl_cli.data.summary import read_info
-    from pbdl_cli.info import print_info
+    from pbdl_cli.info import print_info, render_samples_info
 
+    if is_samples_file(path):
+        console.print(render_samples_info(read_samples_info(path)))
+        return
     summary = read_info(path, verify=verify)
     print_info(summary, console, show_config=config)
     if verify and summary.checksum_ok is False:

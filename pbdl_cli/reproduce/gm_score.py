@@ -87,25 +87,13 @@ NOTES = f"""
 
 
 def _load(results: Mapping[str, VariantResult], name: str) -> tuple[Any, Any, Any]:
-    """(problem, method, model) of variant ``name``'s last checkpoint (float32, CPU)."""
-    import torch
+    """(problem, method, model) of variant ``name``'s last checkpoint, on the CPU."""
+    from pbdl_cli.stages.loading import CheckpointChoice, load_run
 
-    from pbdl_cli.methods import build_method
-    from pbdl_cli.problems import PROBLEMS
-    from pbdl_cli.stages.evaluate import stored_train_config
-    from pbdl_cli.stages.train import train_config
-    from pbdl_cli.training.checkpoint import load_checkpoint
-
-    checkpoint = results[name].run / "checkpoints" / "last.pt"
-    state = load_checkpoint(checkpoint)
-    cfg = train_config(stored_train_config(state, checkpoint))
-    problem = PROBLEMS.create(cfg.problem)
-    cpu = torch.device("cpu")
-    method = build_method(cfg.method, cfg.solver, problem=problem, device=cpu, dtype=torch.float32)
-    model = method.build_model(cfg.model)
-    model.load_state_dict(state["model"])
+    loaded = load_run(str(results[name].run), CheckpointChoice.last, "cpu")
+    model = loaded.model()
     model.eval()
-    return problem, method, model
+    return loaded.problem, loaded.method, model
 
 
 def _grid(n: int, half: float) -> Any:
