@@ -8,7 +8,7 @@ variant. Its parts:
   :class:`Eval` (``eval/metrics.json``), :class:`Summary` (``summary.json``) or
   :class:`History` (one record of ``metrics.jsonl``), :class:`EpochMean` (an epoch's
   sample-weighted mean of a per-step record, as notebooks print their epoch losses) or
-  :class:`PerCondition` (the worst test condition of a probabilistic run's summary);
+  :class:`PerCondition` (the worst test condition of a probabilistic run's evaluation);
 - a criterion says how ours is judged: :class:`Within` (a factor of the published
   value), :class:`Near` (an absolute distance to it, for deterministic numbers),
   :class:`AtMost`, :class:`AtLeast` (bounds) or :class:`Below` (another variant's
@@ -206,8 +206,9 @@ class EpochMean(MetricRef):
 @dataclasses.dataclass(frozen=True)
 class PerCondition(MetricRef):
     """The ``reduce`` (min or max) over the test conditions of score ``key`` in the
-    summary's ``per_condition`` list (probabilistic runs: one entry of scores per test
-    condition), e.g. ``PerCondition("near_branch", "min")``."""
+    evaluation's ``per_condition`` list (``eval/metrics.json`` of a conditional
+    probabilistic run: one entry of scores per test condition), e.g.
+    ``PerCondition("near_branch", "min")``."""
 
     key: str
     reduce: str
@@ -218,7 +219,7 @@ class PerCondition(MetricRef):
             raise ValueError(f"PerCondition: reduce must be 'min' or 'max', got {self.reduce!r}")
 
     def read(self, result: VariantResult) -> float | None:
-        rows = result.summary.get("per_condition")
+        rows = result.eval.get("metrics", {}).get("per_condition")
         if not isinstance(rows, list) or not rows:
             return None
         values = [_number(r.get(self.key)) if isinstance(r, dict) else None for r in rows]
@@ -227,7 +228,7 @@ class PerCondition(MetricRef):
         return (min if self.reduce == "min" else max)(values)  # type: ignore[type-var]
 
     def __str__(self) -> str:
-        return f"summary.per_condition.{self.key}@{self.reduce}"
+        return f"eval.per_condition.{self.key}@{self.reduce}"
 
 
 # -- criteria -------------------------------------------------------------------------------

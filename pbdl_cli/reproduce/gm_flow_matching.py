@@ -22,7 +22,7 @@ from pbdl_cli.reproduce.checks import (
     Below,
     Check,
     EpochMean,
-    Summary,
+    Eval,
     VariantResult,
     Within,
 )
@@ -55,7 +55,7 @@ NOTES = """
   (`trainer.log_every=1`; the book's `running_loss += loss.item() * len(batch)`, then
   `/ len(dataset)`). Each epoch draws fresh noise and times, as the book's data set does.
 - The three variants train the same model (same seed and data, so the same weights) and
-  differ only in the sampler of the train summary: 1,000 samples scored against 1,000
+  differ only in the sampler that `pbdl evaluate` draws with: 1,000 samples scored against 1,000
   fresh mixture samples; `reference_energy` is the energy distance between two reference
   sets of that size, the floor of finite samples. Network evaluations per sample set:
   Euler 20, RK4 80 (4 per step), dopri5 as many as its step control takes.
@@ -92,8 +92,8 @@ def _sampler_table(results: Mapping[str, VariantResult]) -> str:
     for name in SAMPLERS:
         if name not in results:
             continue
-        summary = results[name].summary
-        test, sampling = summary.get("test", {}), summary.get("sampling", {})
+        evaluation = results[name].eval
+        test, sampling = evaluation.get("metrics", {}), evaluation.get("sampling", {})
         evaluations = sampling.get("evaluations", ["-"])[0]
         value = {k: test.get(k, math.nan) for k in KEYS}
         lines.append(
@@ -184,14 +184,14 @@ def figures(out: Path, results: Mapping[str, VariantResult]) -> list[Path]:
     fig.suptitle("flow matching: dopri5 trajectories over the density of the interpolant")
     paths = [save_figure(fig, out / "gm_flow_matching_snapshots.png")]
 
-    # 2. the mixture's samples and each sampler's (as the variants' summaries drew them)
+    # 2. the mixture's samples and each sampler's (as the variants' evaluations drew them)
     reference = problem.reference_samples(c.samples, generator(c.seed, "reference", 0))
     panels = [("Gaussian mixture samples", reference)]
     for sampler in SAMPLERS:
         if sampler not in results:
             continue
         drawn = method.draw_samples(model, sampler=sampler)
-        test = results[sampler].summary.get("test", {})
+        test = results[sampler].eval.get("metrics", {})
         title = (
             f"{LABEL[sampler]}: {drawn.evaluations[0]} evaluations\n"
             f"energy {test.get('energy', math.nan):.4f}"
@@ -207,8 +207,8 @@ def figures(out: Path, results: Mapping[str, VariantResult]) -> list[Path]:
     return paths
 
 
-ENERGY = Summary("test/energy")
-FLOOR = Summary("test/reference_energy")
+ENERGY = Eval("energy")
+FLOOR = Eval("reference_energy")
 
 
 def _sample_checks(name: str) -> tuple[Check, ...]:
@@ -223,7 +223,7 @@ def _sample_checks(name: str) -> tuple[Check, ...]:
         Check(
             f"{LABEL[name]}: mode weight error",
             name,
-            Summary("test/mode_weight_error"),
+            Eval("mode_weight_error"),
             criterion=AtMost(0.06),
             quick=True,
         ),

@@ -23,7 +23,6 @@ from pbdl_cli.reproduce.checks import (
     Eval,
     History,
     PerCondition,
-    Summary,
     VariantResult,
     Within,
 )
@@ -38,7 +37,7 @@ NOTES = """
 - Flow matching (`experiment=parabola_flow_matching`): the book's 10,000 samples, batch
   128, 128-128 ReLU velocity net, Adam at 1e-3, 50 epochs (3,950 steps); the net sees
   [y, t, x] where the book's carries x as a frozen second coordinate; Euler with 20
-  steps (the book: 100). The train summary draws 1,000 samples of p(y | x) at each test
+  steps (the book: 100). `pbdl evaluate` draws 1,000 samples of p(y | x) at each test
   x (0.1, 0.25, 0.5, 0.75, 1): `mode_1_share` is the share on +sqrt(x) and
   `near_branch` the share within 0.1 sqrt(x) + 0.02 of a branch. Near x = 0 the branches
   nearly touch and the samples between them count as off-branch: the worst x is 0.1.
@@ -173,7 +172,7 @@ register(
             Check(
                 "flow matching: samples near a branch (mean over the test x)",
                 "flow_matching",
-                Summary("test/near_branch"),
+                Eval("near_branch"),
                 criterion=AtLeast(0.9),
                 quick=True,
             ),
@@ -187,7 +186,7 @@ register(
             Check(
                 "flow matching: energy distance to p(y | x)",
                 "flow_matching",
-                Summary("test/energy"),
+                Eval("energy"),
             ),
         ),
         notes=NOTES,

@@ -226,8 +226,6 @@ class Train(Stage):
         if isinstance(method, GenerativeMethod):  # samples scored against p(y | c)
             report = sample_and_score(method, model)
             summary["test"] = {k: v for k, v in report.metrics.items() if k != "per_condition"}
-            if "per_condition" in report.metrics:  # conditional: the scores at each condition
-                summary["per_condition"] = report.metrics["per_condition"]
             summary["sampling"] = report.sampling()
             atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
             _print_summary(summary, run_dir, s)
