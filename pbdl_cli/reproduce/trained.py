@@ -15,26 +15,10 @@ class Trained(NamedTuple):
     model: Any
 
 
-def load_trained(run: Path, dtype: Any = None) -> Trained:
-    """The run's ``checkpoints/last.pt`` rebuilt from its stored train config, on the CPU
-    in ``dtype`` (default: the run's own)."""
-    import torch
+def load_trained(run: Path) -> Trained:
+    """The run's ``checkpoints/last.pt`` rebuilt from its stored train config on the CPU
+    (:func:`pbdl_cli.stages.loading.load_run`)."""
+    from pbdl_cli.stages.loading import CheckpointChoice, load_run
 
-    from pbdl_cli.methods import build_method
-    from pbdl_cli.problems import PROBLEMS
-    from pbdl_cli.stages.evaluate import stored_train_config
-    from pbdl_cli.stages.train import train_config
-    from pbdl_cli.training.checkpoint import load_checkpoint
-    from pbdl_cli.utils.device import resolve_dtype
-
-    checkpoint = run / "checkpoints" / "last.pt"
-    state = load_checkpoint(checkpoint)
-    cfg = train_config(stored_train_config(state, checkpoint))
-    dtype = resolve_dtype(cfg.dtype.value) if dtype is None else dtype
-    problem = PROBLEMS.create(cfg.problem)
-    cpu = torch.device("cpu")
-    method = build_method(cfg.method, cfg.solver, problem=problem, device=cpu, dtype=dtype)
-    model = method.build_model(cfg.model)
-    model.load_state_dict(state["model"])
-    model.eval()
-    return Trained(problem, method, model)
+    loaded = load_run(str(run), CheckpointChoice.last, "cpu")
+    return Trained(loaded.problem, loaded.method, loaded.model())

@@ -26,9 +26,11 @@ from pbdl_cli.reproduce.checks import (
     AtMost,
     Below,
     Check,
+    EpochMean,
     Eval,
     History,
     Near,
+    PerCondition,
     Summary,
     VariantResult,
     Within,
@@ -67,6 +69,44 @@ def test_metric_references_keep_their_names_in_results_json():
     names = [Eval("mae"), Summary("test/rel_l2"), History("train/obs", at=-1)]
     assert [str(m) for m in names] == ["eval.mae", "summary.test/rel_l2", "history.train/obs@-1"]
     assert [m.short for m in names] == ["mae", "test/rel_l2", "train/obs@-1"]
+
+
+def test_epoch_means_weigh_the_last_batch_by_its_size():
+    """10 samples in batches of 4: epochs of 3 steps (4, 4, 2 samples); records carry the
+    step count after their step (1, 2, ...)."""
+    losses = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]  # steps 1..7: two epochs and a bit
+    history = [{"step": k + 1, "train/loss": v} for k, v in enumerate(losses)]
+    history.insert(3, {"step": 3, "val/loss": 99.0})  # other records are ignored
+    result = VariantResult(run=Path("/r"), eval={}, summary={}, history=history)
+    first = EpochMean("train/loss", 1, n=10, batch=4)
+    assert first.read(result) == pytest.approx((4 * 1 + 4 * 2 + 2 * 4) / 10)
+    assert EpochMean("train/loss", 2, 10, 4).read(result) == pytest.approx(
+        (4 * 8 + 4 * 16 + 2 * 32) / 10
+    )
+    assert EpochMean("train/loss", -1, 10, 4).read(result) == EpochMean(
+        "train/loss", 2, 10, 4
+    ).read(result)  # the last complete epoch
+    assert EpochMean("train/loss", 3, 10, 4).read(result) is None  # not complete
+    gap = VariantResult(run=Path("/r"), eval={}, summary={}, history=history[:1] + history[2:])
+    assert first.read(gap) is None  # step 2 was not logged (trainer.log_every > 1)
+    assert str(first) == "history.train/loss@epoch1"
+    with pytest.raises(ValueError, match="epoch must be >= 1"):
+        EpochMean("train/loss", 0, 10, 4)
+
+
+def test_per_condition_reads_the_worst_test_condition():
+    rows = [{"condition": [0.1], "near": 0.8}, {"condition": [0.5], "near": 0.95}]
+    result = VariantResult(
+        run=Path("/r"), eval={"metrics": {"near": 0.875, "per_condition": rows}}, summary={},
+        history=[],
+    )  # fmt: skip
+    assert PerCondition("near", "min").read(result) == 0.8
+    assert PerCondition("near", "max").read(result) == 0.95
+    assert PerCondition("missing", "min").read(result) is None
+    assert PerCondition("near", "min").read(RESULT) is None  # not a probabilistic run
+    assert str(PerCondition("near", "max")) == "eval.per_condition.near@max"
+    with pytest.raises(ValueError, match="'min' or 'max'"):
+        PerCondition("near", "mean")
 
 
 def test_criteria_judge_each_kind():
@@ -268,9 +308,9 @@ def test_reproduce_quick_keeps_its_headline_and_writes_its_report(workdir, name)
     assert set(payload["variants"]) == {v.name for v in variants}
     for variant in variants:
         run = out / variant.name
-        assert (run / "eval" / "metrics.json").exists() and (
-            run / "eval" / "prediction.h5"
-        ).exists()
+        saved = ("prediction.h5", "samples.h5")  # samples: a probabilistic run
+        assert (run / "eval" / "metrics.json").exists()
+        assert any((run / "eval" / name).exists() for name in saved)
     assert len(payload["checks"]) == sum(not c.full_only for c in repro.checks)
     judged = [c for c in payload["checks"] if c["pass"] is not None]
     assert len(judged) == sum(c.quick for c in repro.checks)
@@ -283,7 +323,8 @@ def test_reproduce_quick_keeps_its_headline_and_writes_its_report(workdir, name)
         assert str(workdir) not in text and str(out.resolve()) not in text
     for variant in variants:  # paths relative to the report's folder
         entry = payload["variants"][variant.name]
-        assert entry["run"] == variant.name and (out / entry["eval"]["checkpoint"]).is_file()
+        checkpoint = entry["eval"].get("checkpoint") or entry["eval"]["provenance"]["checkpoint"]
+        assert entry["run"] == variant.name and (out / checkpoint).is_file()
     again = run_cli("reproduce", name, "--quick", "--out", str(out), cwd=workdir)
     assert again.returncode == 0
     assert again.stdout.count("reusing the finished run") == len(variants)
