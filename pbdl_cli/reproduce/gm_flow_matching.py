@@ -19,7 +19,6 @@ from typing import Any
 from pbdl_cli.reproduce.base import Reproduction, Variant, register
 from pbdl_cli.reproduce.checks import (
     AtMost,
-    Below,
     Check,
     EpochMean,
     Eval,
@@ -57,7 +56,9 @@ NOTES = """
 - The three variants train the same model (same seed and data, so the same weights) and
   differ only in the sampler that `pbdl evaluate` draws with: 1,000 samples scored against 1,000
   fresh mixture samples; `reference_energy` is the energy distance between two reference
-  sets of that size, the floor of finite samples. Network evaluations per sample set:
+  sets of that size, the floor of finite samples (0.0027 here; 0.0068 and 0.0056 with
+  seeds 1 and 2, so the check is a bound, 0.05, not a multiple of it: seeds 0-2 give
+  0.029, 0.004, 0.005 with Euler after 25 epochs). Network evaluations per sample set:
   Euler 20, RK4 80 (4 per step), dopri5 as many as its step control takes.
 - The book samples 500 points with dopri5 (100 output times) and plots them over a KDE of
   t x1 + (1 - t) eps; the snapshot figure draws the exact density of the interpolant
@@ -213,13 +214,7 @@ FLOOR = Eval("reference_energy")
 
 def _sample_checks(name: str) -> tuple[Check, ...]:
     return (
-        Check(
-            f"{LABEL[name]}: energy distance < 20 x the reference floor",
-            name,
-            ENERGY,
-            criterion=Below(name, FLOOR, factor=20.0),
-            quick=True,
-        ),
+        Check(f"{LABEL[name]}: energy distance", name, ENERGY, criterion=AtMost(0.05), quick=True),
         Check(
             f"{LABEL[name]}: mode weight error",
             name,
