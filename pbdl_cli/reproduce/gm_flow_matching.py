@@ -55,12 +55,12 @@ NOTES = """
   `running_loss += loss.item() * len(batch)`, then `/ len(dataset)`. Each epoch draws
   fresh noise and times, as the book's data set does.
 - The three variants train the same model (same seed and data, so the same weights) and
-  differ only in the sampler that `pbdl evaluate` draws with: 1,000 samples scored against 1,000
-  fresh mixture samples; `reference_energy` is the energy distance between two reference
-  sets of that size, the floor of finite samples (0.0027 here; 0.0068 and 0.0056 with
-  seeds 1 and 2, so the check is a bound, 0.05, not a multiple of it: seeds 0-2 give
-  0.029, 0.004, 0.005 with Euler after 25 epochs). Network evaluations per sample set:
-  Euler 20, RK4 80 (4 per step), dopri5 as many as its step control takes.
+  differ only in the sampler that `pbdl evaluate` draws with: 1,000 samples scored
+  against 1,000 fresh mixture samples; `reference_energy` is the energy distance between
+  two reference sets of that size, the floor of finite samples (0.0027 here; 0.0068 and
+  0.0056 with seeds 1 and 2, so the check is a bound, 0.05, not a multiple of it: seeds
+  0-2 give 0.029, 0.004, 0.005 with Euler after 25 epochs). Network evaluations per
+  sample: Euler 20, RK4 80 (4 per step), dopri5 as many as its step control takes.
 - The book samples 500 points with dopri5 (100 output times) and plots them over a KDE of
   t x1 + (1 - t) eps; the snapshot figure draws the exact density of the interpolant
   ((1 - (1 - sigma_min) t) x0 + t x1: a mixture of N(t mu_k, ((1 - (1 - sigma_min) t)^2
