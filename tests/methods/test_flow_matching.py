@@ -228,13 +228,13 @@ def test_wrong_settings_are_refused_in_one_line(tmp_path, overrides, message):
 
 
 def test_config_refusals_in_process():
-    with pytest.raises(ValueError, match="sigma_min must lie in"):
+    with pytest.raises(PbdlError, match="sigma_min must lie in"):
         parabola(sigma_min=1.0)
-    with pytest.raises(ValueError, match="chooses its own steps"):
+    with pytest.raises(PbdlError, match="chooses its own steps"):
         parabola(sampler="adaptive", steps=3)
-    with pytest.raises(ValueError, match="fixed_steps"):
+    with pytest.raises(PbdlError, match="fixed_steps"):
         parabola(fixed_steps=0)
-    with pytest.raises(ValueError, match="rtol and atol"):
+    with pytest.raises(PbdlError, match="rtol and atol"):
         parabola(rtol=0.0)
     with pytest.raises(PbdlError, match="learns a probability distribution"):
         method({"name": "hig_toy"})
