@@ -14,6 +14,7 @@ from pbdl_cli.reproduce import (  # noqa: F401  (each module registers its repro
     burgers_pinn_vs_dp,
     burgers_sol,
     gm_ddpm,
+    gm_flow_matching,
     gm_realnvp,
     gm_score,
     hhd,
