@@ -287,11 +287,13 @@ HEADLINES: dict[str, list[Headline]] = {
     "parabola": [
         Headline("supervised loss, epoch 50 (MSE / 5)", 0.100203, 0.0950, 0.1030),
         Headline("flow matching: samples near a branch (mean over the test x)", None, 0.9, 0.97),
+    ],
     # book: 2.8302 after epoch 1 (the epoch's mean loss); --quick (25 of 50 epochs): 2.7620,
     # Euler's energy distance 0.0293 (floor 0.0027)
     "gm_flow_matching": [
         Headline("loss, epoch 1 (epoch mean)", 2.8302, 2.70, 2.83),
         Headline("Euler, 20 steps: energy distance", None, 0.015, 0.045),
+    ],
     # book (batch 128, 50 steps): SIP's x-loss far below Adam's; --quick (batch 32, 16
     # steps, seed 0): test x-loss SIP / Adam 24.67 / 34.57 = 0.714 (seeds 1, 2: 0.755,
     # 0.853); book x-loss at initialization 185.019 (phiflow's net and draws), ours 250.5
