@@ -138,6 +138,19 @@ def _angle_colors(z: Any) -> Any:
 def figures(out: Path, results: Mapping[str, VariantResult]) -> list[Path]:
     """``cnf_gm.png`` (the book's 2 x 2), ``cnf_time.png`` (six times, noise to data)
     and ``cnf_loss.png`` (epoch means, ours and the book's)."""
+    import torch
+
+    if "cnf" not in results:
+        return []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small batched solves: extra threads only contend
+    try:
+        return _figures(out, results["cnf"])
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _figures(out: Path, result: VariantResult) -> list[Path]:
     import numpy as np
     import torch
     from matplotlib.figure import Figure
@@ -146,9 +159,6 @@ def figures(out: Path, results: Mapping[str, VariantResult]) -> list[Path]:
     from pbdl_cli.generative import cnf
     from pbdl_cli.utils.seeding import generator
 
-    if "cnf" not in results:
-        return []
-    result = results["cnf"]
     problem, method, model = _load(result)
     paths = []
     axis = torch.linspace(-EXTENT, EXTENT, GRID)
