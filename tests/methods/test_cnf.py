@@ -87,7 +87,7 @@ def test_sampling_is_the_likelihood_map_inverted() -> None:
 def test_hutchinson_and_the_adjoint_agree_with_the_exact_and_direct_versions() -> None:
     exact_method, model = make()
     y = exact_method.batch(0).y
-    exact = exact_method.sample_loss(model, y, None, generator(0, "n"))["loss"]
+    exact = exact_method.sample_loss(model, y, None, generator(0, "n"))["loss"].detach()
     hutch_method, _ = make(divergence="hutchinson")
     noise = [generator(0, "n") for _ in range(2)]
     a, b = (hutch_method.sample_loss(model, y, None, g)["loss"] for g in noise)
