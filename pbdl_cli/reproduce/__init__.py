@@ -14,6 +14,8 @@ from pbdl_cli.reproduce import (  # noqa: F401  (each module registers its repro
     burgers_pinn_vs_dp,
     burgers_sol,
     gm_cnf,
+    gm_ddpm,
+    gm_realnvp,
     hhd,
     hig_oscillators,
     hig_toy,
