@@ -12,5 +12,7 @@ the number of network evaluations), and an optional per-step callback sees the s
 * :mod:`.ddpm`: ancestral (DDPM) and DDIM sampling with an epsilon-prediction callable;
 * :mod:`.flow_matching`: the conditional flow-matching interpolant and target (ch. 25,
   26), and ODE integration of a velocity (Euler, midpoint, RK4; adaptive via torchdiffeq);
-* :mod:`.langevin`: Langevin and annealed Langevin dynamics with a score (ch. 23).
+* :mod:`.langevin`: Langevin and annealed Langevin dynamics with a score (ch. 23);
+* :mod:`.cnf`: continuous normalizing flows (ch. 22.6): exact and Hutchinson divergence,
+  the augmented ODE of state and log-density, log-likelihood and sampling.
 """

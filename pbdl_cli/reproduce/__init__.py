@@ -13,6 +13,7 @@ from pbdl_cli.reproduce import (  # noqa: F401  (each module registers its repro
     burgers_pinn_raissi,
     burgers_pinn_vs_dp,
     burgers_sol,
+    gm_cnf,
     gm_ddpm,
     gm_flow_matching,
     gm_realnvp,
