@@ -11,6 +11,7 @@ from pbdl_cli.methods import (  # noqa: F401
     pre,
     projection,
     sip,
+    smdp,
     sol,
     supervised,
     unrolled,
