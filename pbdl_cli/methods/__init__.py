@@ -2,6 +2,7 @@
 Importing this package registers the built-in ones."""
 
 from pbdl_cli.methods import (  # noqa: F401
+    ddpm,
     dp,
     gradient,
     hig,

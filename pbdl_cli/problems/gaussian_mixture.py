@@ -32,6 +32,7 @@ from torch import Tensor
 
 from pbdl_cli.errors import PbdlError
 from pbdl_cli.problems.base import PROBLEMS, Grid, Params, StaticProblem
+from pbdl_cli.problems.distribution import Distribution, Draws
 from pbdl_cli.registry import PluginConfig
 
 #: the book's mixture (ch. 22; reused in ch. 23-25)
@@ -82,7 +83,7 @@ class GaussianMixtureConfig(PluginConfig):
 
 
 @PROBLEMS.register("gaussian_mixture")
-class GaussianMixture(StaticProblem):
+class GaussianMixture(StaticProblem, Distribution):
     """A mixture of isotropic Gaussians with exact density, score and samples (book ch. 22-25)."""
 
     Config = GaussianMixtureConfig
@@ -102,6 +103,11 @@ class GaussianMixture(StaticProblem):
     def dim(self) -> int:
         """D, the dimension of a point."""
         return self.means.shape[1]
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:  # type: ignore[override]
+        """(D,): a sample is one point."""
+        return (self.dim,)
 
     @property
     def num_components(self) -> int:
@@ -147,7 +153,7 @@ class GaussianMixture(StaticProblem):
         sq = (x[:, None, :] - mu[None]).square().sum(-1)  # [B, K]
         return -0.5 * self.dim * torch.log(2 * math.pi * s) - sq / (2 * s)
 
-    def log_density(self, x: Tensor) -> Tensor:
+    def log_density(self, x: Tensor, condition: Tensor | None = None) -> Tensor:
         """log p(x) = logsumexp_k (log w_k + log N(x; mu_k, s_k I)): [B, D] -> [B].
 
         Normalized: exp(log p) integrates to 1 (the book's ``likelihood`` does not, see
@@ -195,3 +201,22 @@ class GaussianMixture(StaticProblem):
     def sample(self, n: int, generator: torch.Generator) -> Tensor:
         """``n`` exact draws from p: [n, D] float64 (see :meth:`sample_with_components`)."""
         return self.sample_with_components(n, generator)[0]
+
+    # -- the Distribution interface (unconditional) ----------------------------------------
+    def draw(self, n: int, generator: torch.Generator) -> Draws:
+        """``n`` exact draws as training data (no condition)."""
+        return Draws(self.sample(n, generator))
+
+    def reference_samples(
+        self, n: int, generator: torch.Generator, condition: Tensor | None = None
+    ) -> Tensor:
+        """``n`` exact draws [n, D] (the mixture is unconditional)."""
+        return self.sample(n, generator)
+
+    def mode_labels(self, y: Tensor, condition: Tensor | None = None) -> Tensor:
+        """The most probable component of each sample (:meth:`component_of`)."""
+        return self.component_of(y)
+
+    def mode_weights(self, condition: Tensor | None = None) -> Tensor:
+        """w_k [K]."""
+        return self.weights

@@ -9,6 +9,13 @@ regression network their average f ~ 0, which solves neither; a physical loss
 A static problem (t_end = 0: one output frame at t = 0): one channel ``y`` on ``nx``
 cells of [0, 1], predictions [B, 1, 1, nx]. There is no unique reference solution;
 ``metrics`` measure the distance to the nearest branch instead.
+
+The generative half of the teaser (ch. 2): the same data read as a conditional
+distribution p(y | x) = 1/2 delta(y - sqrt x) + 1/2 delta(y + sqrt x), the
+:class:`~pbdl_cli.problems.distribution.Distribution` a probabilistic method learns
+(``method=flow_matching``): samples y [n, 1] with the condition x [n, 1], x ~ U[0, 1].
+A good model puts every sample near a branch and about half on each; the test conditions
+are ``test_x``, the modes are the branches (label 1: +sqrt x).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from torch import Tensor
 
 from pbdl_cli.errors import PbdlError
 from pbdl_cli.problems.base import PROBLEMS, Grid, Observations, Params, StaticProblem
+from pbdl_cli.problems.distribution import Distribution, Draws
 from pbdl_cli.registry import PluginConfig
 from pbdl_cli.utils.seeding import generator
 
@@ -32,25 +40,32 @@ class ParabolaConfig(PluginConfig):
         nx: cells of the output grid on [0, 1].
         n_data: number of observations (x, ±sqrt(x)).
         seed: seed of their positions and signs.
+        test_x: the conditions x at which probabilistic methods are tested (in [0, 1]).
     """
 
     nx: int = 200
     n_data: int = 10000
     seed: int = 0
+    test_x: list[float] = dataclasses.field(default_factory=lambda: [0.1, 0.25, 0.5, 0.75, 1.0])
 
     def __post_init__(self) -> None:
         if self.nx < 1 or self.n_data < 1:
             raise ValueError("nx and n_data must be >= 1")
+        if not self.test_x or not all(0.0 <= float(x) <= 1.0 for x in self.test_x):
+            raise ValueError(f"test_x must list values in [0, 1], got {self.test_x}")
 
 
 @PROBLEMS.register("parabola")
-class Parabola(StaticProblem):
+class Parabola(StaticProblem, Distribution):
     """Find f with f(x)^2 = x on [0, 1]: two valid branches ±sqrt(x) (PBDL book ch. 2)."""
 
     Config = ParabolaConfig
     config: ParabolaConfig
     fields = ("y",)
     default_solver = None
+    sample_shape = (1,)
+    condition_shape = (1,)
+    condition_names = ("x",)
 
     @property
     def grid(self) -> Grid:
@@ -96,4 +111,45 @@ class Parabola(StaticProblem):
             "branch_error": float(nearest.mean()),
             "branch_rel_l2": float(nearest.norm() / root.expand_as(f).norm()),
             "positive_fraction": float((plus < minus).double().mean()),
+        }
+
+    # -- the generative half: p(y | x), two branches ---------------------------------------
+    def draw(self, n: int, generator: torch.Generator) -> Draws:
+        """``n`` pairs: x ~ U[0, 1], y = s sqrt(x) with s = ±1 at probability 1/2; y and
+        the condition x both [n, 1] float64."""
+        x = torch.rand(n, 1, generator=generator, dtype=torch.float64)
+        sign = torch.where(torch.rand(n, 1, generator=generator) < 0.5, -1.0, 1.0)
+        return Draws(sign.double() * x.sqrt(), x)
+
+    def test_conditions(self) -> Tensor:
+        """``test_x`` as [M, 1]."""
+        return torch.tensor(self.config.test_x, dtype=torch.float64)[:, None]
+
+    def reference_samples(
+        self, n: int, generator: torch.Generator, condition: Tensor | None = None
+    ) -> Tensor:
+        """``n`` draws of p(y | x): ±sqrt(x), each sign with probability 1/2, [n, 1]."""
+        assert condition is not None
+        sign = torch.where(torch.rand(n, 1, generator=generator) < 0.5, -1.0, 1.0)
+        return sign.double() * float(condition.reshape(())) ** 0.5
+
+    def mode_labels(self, y: Tensor, condition: Tensor | None = None) -> Tensor:
+        """1 for samples closer to +sqrt(x) (y > 0), else 0: int64 [n]."""
+        return (y.reshape(len(y)) > 0).long()
+
+    def mode_weights(self, condition: Tensor | None = None) -> Tensor:
+        """Both branches are equally likely: [0.5, 0.5] (label 0: -sqrt x, 1: +sqrt x)."""
+        return torch.tensor([0.5, 0.5], dtype=torch.float64)
+
+    def sample_metrics(self, y: Tensor, condition: Tensor | None = None) -> dict[str, float]:
+        """At one x: ``branch_distance`` = mean_i min |y_i -+ sqrt x| and
+        ``near_branch`` = the share of samples within 0.1 sqrt(x) + 0.02 of a branch."""
+        assert condition is not None
+        root = float(condition.reshape(())) ** 0.5
+        y = y.reshape(len(y)).double()
+        nearest = torch.minimum((y - root).abs(), (y + root).abs())
+        tolerance = 0.1 * root + 0.02
+        return {
+            "branch_distance": float(nearest.mean()),
+            "near_branch": float((nearest <= tolerance).double().mean()),
         }

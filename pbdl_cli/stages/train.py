@@ -30,12 +30,14 @@ from pbdl_cli.console import console
 from pbdl_cli.errors import PbdlError
 from pbdl_cli.evaluation.metrics import evaluate_all
 from pbdl_cli.methods import METHODS, Method, build_method
+from pbdl_cli.methods.generative import GenerativeMethod
 from pbdl_cli.models.base import MODELS
 from pbdl_cli.problems import PROBLEMS, Problem
 from pbdl_cli.registry import PluginConfig
 from pbdl_cli.solvers import NO_SOLVER, SOLVERS
 from pbdl_cli.stages.base import STAGES, Stage, plugin_configs
 from pbdl_cli.stages.resume import check_resume
+from pbdl_cli.stages.sampling import sample_and_score
 from pbdl_cli.training import distributed
 from pbdl_cli.training.checkpoint import load_checkpoint
 from pbdl_cli.training.config import TrainerConfig
@@ -127,6 +129,12 @@ class Train(Stage):
             config.method, config.solver, problem=problem, device=device, dtype=dtype
         )
         method.check_model_config(config.model)
+        if isinstance(method, GenerativeMethod) and config.trainer.lbfgs_steps:
+            raise PbdlError(
+                f"method '{config.method.name}' trains on a loss with fresh noise every "
+                "step, which L-BFGS's line search cannot use: set trainer.lbfgs_steps=0 "
+                "(the experiment=gm_* presets do)"
+            )
         if launch.distributed:  # refuses methods whose loss does not shard, before any run
             distributed.check_shardable(method)
         return TrainSettings(
@@ -215,6 +223,13 @@ class Train(Stage):
             "train": result.terms,
             "best_validation": result.best,
         }
+        if isinstance(method, GenerativeMethod):  # samples scored against p(y | c)
+            report = sample_and_score(method, model)
+            summary["test"] = {k: v for k, v in report.metrics.items() if k != "per_condition"}
+            summary["sampling"] = report.sampling()
+            atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
+            _print_summary(summary, run_dir, s)
+            return summary
         prediction = method.predict(model)
         reference = s.problem.reference(s.problem.times(), method.params)
         if reference is not None:
