@@ -96,6 +96,17 @@ _stage_command(
 )
 
 
+_stage_command(
+    "sample",
+    "Draw samples from a trained probabilistic run (nf, cnf, score, ddpm, flow_matching): "
+    "samples.h5, distribution metrics and plots in RUN/sample (see docs/sample.md).",
+    "pbdl sample run=outputs/train/2026-12-04/20-00-15",
+    "pbdl sample run=outputs/train/2026-12-04/20-00-15 n=5000 sampler=ddim steps=20",
+    "pbdl sample run=outputs/train/2026-12-04/20-00-15 condition=[0.5] plots=false",
+    "pbdl info outputs/train/2026-12-04/20-00-15/sample/samples.h5",
+)
+
+
 @app.command(
     "report",
     epilog=_examples(

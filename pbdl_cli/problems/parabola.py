@@ -133,6 +133,13 @@ class Parabola(StaticProblem, Distribution):
         sign = torch.where(torch.rand(n, 1, generator=generator) < 0.5, -1.0, 1.0)
         return sign.double() * float(condition.reshape(())) ** 0.5
 
+    def parse_condition(self, values: list[float]) -> Tensor:
+        """One x in [0, 1] (``condition=[0.5]``)."""
+        x = super().parse_condition(values)
+        if not 0.0 <= float(x) <= 1.0:
+            raise PbdlError(f"condition= is x in [0, 1] for the parabola, got {values}")
+        return x
+
     def mode_labels(self, y: Tensor, condition: Tensor | None = None) -> Tensor:
         """1 for samples closer to +sqrt(x) (y > 0), else 0: int64 [n]."""
         return (y.reshape(len(y)) > 0).long()

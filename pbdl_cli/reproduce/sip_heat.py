@@ -245,7 +245,7 @@ def _load(result: VariantResult) -> tuple[Any, Any, Any]:
 
     from pbdl_cli.methods import build_method
     from pbdl_cli.problems import PROBLEMS
-    from pbdl_cli.stages.evaluate import stored_train_config
+    from pbdl_cli.stages.loading import stored_train_config
     from pbdl_cli.stages.train import train_config
     from pbdl_cli.training.checkpoint import load_checkpoint
 

@@ -20,7 +20,6 @@ Shapes: prediction and reference are [B, T, C, *spatial] on ``problem.times()`` 
 from __future__ import annotations
 
 import dataclasses
-import enum
 import json
 import logging
 import math
@@ -29,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig
 from torch import Tensor
 
 from pbdl_cli.config import to_schema, to_yaml
@@ -41,27 +40,20 @@ from pbdl_cli.evaluation.metrics import observation_mse, per_time, summarize
 from pbdl_cli.evaluation.predictions import as_prediction, write_trajectories
 from pbdl_cli.evaluation.run_figures import evaluation_figures, read_records, rollout_figure
 from pbdl_cli.evaluation.tables import print_evaluation
-from pbdl_cli.methods import METHODS, Method, build_method
+from pbdl_cli.methods import Method
+from pbdl_cli.methods.generative import GenerativeMethod
 from pbdl_cli.methods.grid import GridMethod
-from pbdl_cli.models.base import MODELS
-from pbdl_cli.plugins import load_plugins
-from pbdl_cli.problems import PROBLEMS, Problem
+from pbdl_cli.problems import Problem
 from pbdl_cli.problems.base import Observations
 from pbdl_cli.solvers import NO_SOLVER
 from pbdl_cli.stages.base import STAGES, Stage
+from pbdl_cli.stages.loading import CheckpointChoice, LoadedRun, load_run
 from pbdl_cli.stages.solver_timing import reference_solver_runtime
-from pbdl_cli.stages.train import TrainConfig, train_config
-from pbdl_cli.training.checkpoint import load_checkpoint
-from pbdl_cli.utils.device import resolve_device, resolve_dtype
+from pbdl_cli.stages.train import TrainConfig
 from pbdl_cli.utils.files import atomic_write_text
 from pbdl_cli.utils.space import check_writable
 
 log = logging.getLogger("pbdl.evaluate")
-
-
-class CheckpointChoice(str, enum.Enum):
-    best = "best"
-    last = "last"
 
 
 @dataclasses.dataclass
@@ -114,41 +106,6 @@ class EvaluateSettings:
     dtype: torch.dtype
 
 
-def find_checkpoint(run: Path, choice: CheckpointChoice) -> Path:
-    """``<run>/checkpoints/<choice>.pt``; ``best`` falls back to ``last``."""
-    folder = run / "checkpoints"
-    wanted = folder / f"{choice.value}.pt"
-    if wanted.is_file():
-        return wanted
-    if choice is CheckpointChoice.best and (folder / "last.pt").is_file():
-        log.info("%s has no best.pt; evaluating last.pt", run)
-        return folder / "last.pt"
-    present = sorted(p.name for p in folder.glob("*.pt")) if folder.is_dir() else []
-    if present:
-        raise PbdlError(
-            f"{wanted} does not exist (the run has {', '.join(present)}); "
-            f"choose one with checkpoint=best|last"
-        )
-    raise PbdlError(
-        f"{run} has no checkpoints/best.pt or checkpoints/last.pt; is it a pbdl train run "
-        "directory (outputs/train/<date>/<time>) whose training saved a checkpoint?"
-    )
-
-
-def stored_train_config(state: dict[str, Any], checkpoint: Path) -> DictConfig:
-    """The resolved train config stored in a checkpoint, as a DictConfig."""
-    text = state.get("config")
-    if not isinstance(text, str):
-        raise PbdlError(f"{checkpoint} holds no train config; it was not written by pbdl train")
-    try:
-        cfg = OmegaConf.create(text)
-    except Exception as error:
-        raise PbdlError(f"{checkpoint}: its stored config is not valid YAML ({error})") from None
-    if not isinstance(cfg, DictConfig):
-        raise PbdlError(f"{checkpoint}: its stored config is not a mapping")
-    return cfg
-
-
 @STAGES.register("evaluate")
 class Evaluate(Stage):
     """Score a trained run: metrics, prediction file and plots in <run>/eval."""
@@ -158,49 +115,23 @@ class Evaluate(Stage):
 
     def build(self, cfg: DictConfig) -> EvaluateSettings:
         config: EvaluateConfig = to_schema(cfg, EvaluateConfig, path="")
-        run = Path(config.run)
-        if not run.exists():
-            raise PbdlError(f"run directory {run} does not exist")
-        if not run.is_dir():
-            raise PbdlError(f"run={run} is not a directory; pass a pbdl train run directory")
-        checkpoint = find_checkpoint(run, config.checkpoint)
-        state = load_checkpoint(checkpoint)
-        train_cfg = stored_train_config(state, checkpoint)
-        load_plugins(list(train_cfg.get("plugins", None) or []))
-        names = state.get("plugins") or {}
-        registries = {"problem": PROBLEMS, "model": MODELS, "method": METHODS}
-        for kind, registry in registries.items():
-            name = names.get(kind)
-            if name is not None and name not in registry:
-                raise PbdlError(
-                    f"this run used {kind} '{name}', which is not registered here; import "
-                    f"the module that defines it with plugins=[module]"
-                )
-        device = resolve_device(config.device)
-        try:
-            train = train_config(train_cfg)
-            dtype = resolve_dtype(train.dtype.value)
-            problem = PROBLEMS.create(train.problem)
-            method = build_method(
-                train.method, train.solver, problem=problem, device=device, dtype=dtype
-            )
-        except PbdlError as error:
-            raise PbdlError(f"cannot rebuild the run from {checkpoint}: {error}") from None
+        loaded = load_run(config.run, config.checkpoint, config.device)
+        problem, method = loaded.problem, loaded.method
         normalization = getattr(method, "normalization", None)  # grid methods
-        if normalization is not None and (run / "normalization.json").is_file():
-            check_trained_with(run / "normalization.json", normalization)
+        if normalization is not None and (loaded.run / "normalization.json").is_file():
+            check_trained_with(loaded.run / "normalization.json", normalization)
         if config.gallery.fields is not None:
             check_gallery_fields(config.gallery.fields, problem.fields, problem.name)
         return EvaluateSettings(
             config=config,
-            run=run,
-            checkpoint=checkpoint,
-            state=state,
-            train=train,
+            run=loaded.run,
+            checkpoint=loaded.checkpoint,
+            state=loaded.state,
+            train=loaded.train,
             problem=problem,
             method=method,
-            device=device,
-            dtype=dtype,
+            device=loaded.device,
+            dtype=loaded.dtype,
         )
 
     def preflight(self, settings: EvaluateSettings, run_dir: Path | None) -> None:
@@ -221,6 +152,13 @@ def evaluate(s: EvaluateSettings, out_dir: Path) -> dict[str, Any]:
     threads = s.config.threads if s.config.threads is not None else s.train.threads
     if threads is not None:
         torch.set_num_threads(threads)
+    if isinstance(s.method, GenerativeMethod):  # samples, scored against p(y | c)
+        from pbdl_cli.stages.sample import sample_run
+
+        loaded = LoadedRun(
+            s.run, s.checkpoint, s.state, s.train, s.problem, s.method, s.device, s.dtype
+        )
+        return sample_run(loaded, out_dir, plots=s.config.plots)
     problem, method = s.problem, s.method
     model = method.build_model(s.train.model)
     try:
