@@ -2,8 +2,9 @@
 
     y = W_L s(... s(W_1 phi(x) + b_1) ...) + b_L,   phi(x) = x  or  [sin(2 pi B x), cos(2 pi B x)]
 
-with ``depth`` hidden layers of ``width`` units (or the sizes ``widths``), activation s, and optional random Fourier
-features (Tancik et al. 2020) with B ~ N(0, scale^2) fixed at construction.
+with ``depth`` hidden layers of ``width`` units (or the sizes ``widths``), activation s,
+and optional random Fourier features (Tancik et al. 2020) with B ~ N(0, scale^2) fixed
+at construction.
 
 Shapes: input [..., in_features] -> output [..., out_features].
 """

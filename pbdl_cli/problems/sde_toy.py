@@ -12,7 +12,8 @@ reverse-time SDE
 
 One channel ``x`` on a grid without spatial axes: states [B, 1], trajectories [B, T, 1].
 ``pbdl generate problem=sde_toy`` integrates it with :mod:`pbdl_cli.solvers.sde_euler`
-(Euler-Maruyama, internal step 0.01, frames every ``dt`` = 0.02: 501 frames); each
+(Euler-Maruyama, internal steps of at most 0.01, 500 frames at linspace(0, 10, 500) as
+in the book: every 10 / 499 ~ 0.02, three Euler-Maruyama steps of 0.0067 each); each
 trajectory's Brownian path comes from its own seed (the ``noise_seed`` parameter).
 
 As a :class:`~pbdl_cli.problems.distribution.Distribution` the problem is p_0 itself:
@@ -27,7 +28,7 @@ import dataclasses
 import torch
 from torch import Tensor
 
-from pbdl_cli.problems.base import PROBLEMS, Grid, Params, PluginConfig, Problem, check_time_grid
+from pbdl_cli.problems.base import PROBLEMS, Grid, Params, PluginConfig, Problem
 from pbdl_cli.problems.distribution import Distribution, Draws
 
 #: noise seeds are integers below 2^24, exact in float32 (the dtype params may travel in)
@@ -43,21 +44,23 @@ class SdeToyConfig(PluginConfig):
         lambda2: diffusion coefficient g (additive noise lambda2 dW).
         x0: magnitude of the initial values; trajectory n starts at (-1)^n x0.
         t_end: final time.
-        dt: output interval (stored frames); the solver steps finer (``solver.dt``).
+        frames: stored frames at linspace(0, t_end, frames) (the book's 500: an output
+            interval of 10 / 499 ~ 0.02); the solver steps finer (``solver.dt``).
     """
 
     lambda1: float = 7.0
     lambda2: float = 0.03
     x0: float = 1.0
     t_end: float = 10.0
-    dt: float = 0.02
+    frames: int = 500
 
     def __post_init__(self) -> None:
         if self.lambda1 < 0 or self.lambda2 < 0:
             raise ValueError("lambda1 and lambda2 must be >= 0")
         if self.x0 <= 0:
             raise ValueError("x0 must be > 0 (trajectories start at +-x0)")
-        check_time_grid(self.t_end, self.dt)
+        if self.t_end <= 0 or self.frames < 2:
+            raise ValueError("need t_end > 0 and frames >= 2")
 
 
 def sign_quadratic_drift(x: Tensor, lambda1: Tensor | float) -> Tensor:
@@ -86,7 +89,7 @@ class SdeToy(Distribution, Problem):
 
     @property
     def dt(self) -> float:
-        return self.config.dt
+        return self.config.t_end / (self.config.frames - 1)
 
     def slug(self) -> str:
         c = self.config

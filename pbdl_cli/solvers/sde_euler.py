@@ -8,9 +8,10 @@ One substep of size h on a state x [B, C, *spatial]:
 strong order is 1). The problem supplies the SDE: ``drift(x, params)`` (f, [B, ...]) and
 ``diffusion(x, params)`` (g, broadcasting over x), e.g. :mod:`pbdl_cli.problems.sde_toy`.
 The internal step is at most ``solver.dt`` (the book's dt0 = 0.01); ``pbdl generate``
-stores one frame per output interval ``problem.dt``, so with dt = 0.02 every second
-Euler-Maruyama point is a frame (the book instead evaluates the linear interpolant of
-its Euler path at linspace(0, 10, 500), which slightly lowers the increments' variance).
+stores one frame per output interval ``problem.dt`` (sde_toy: 10 / 499, three equal
+substeps). The book instead steps 0.01 and evaluates the linear interpolant of its Euler
+path at linspace(0, 10, 500), which lowers the variance of the stored increments (by
+about a sixth); here every frame is an Euler-Maruyama point.
 
 Noise: every trajectory draws its normals from a CPU generator seeded by its
 ``noise_seed`` parameter (:func:`~pbdl_cli.utils.seeding.generator`), in float64, so a

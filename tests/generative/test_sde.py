@@ -93,12 +93,24 @@ def test_samplers_recover_a_gaussian_with_its_exact_score(sampler):
     seen: list[tuple[int, float]] = []
     if sampler == "sde":
         out = reverse_sde(
-            score, zero, g, x, t_start=t_end, t_end=0.0, steps=400, generator=gen,
+            score,
+            zero,
+            g,
+            x,
+            t_start=t_end,
+            t_end=0.0,
+            steps=400,
+            generator=gen,
             callback=lambda i, t, _: seen.append((i, t)),
         )
     else:
         out = probability_flow(
-            score, zero, x, t_start=t_end, t_end=0.0, steps=400,
+            score,
+            zero,
+            x,
+            t_start=t_end,
+            t_end=0.0,
+            steps=400,
             callback=lambda i, t, _: seen.append((i, t)),
         )
     assert out.x.shape == (n, 1) and out.evaluations == 400

@@ -27,7 +27,8 @@ def test_drift_is_minus_lambda1_sign_x_x_squared():
 
 def test_frames_parameters_and_alternating_initial_states():
     problem = toy()
-    assert problem.num_steps == 500 and problem.state_shape == (1,)
+    assert problem.num_steps == 499 and problem.state_shape == (1,)
+    torch.testing.assert_close(problem.times(), torch.linspace(0, 10, 500, dtype=torch.float64))
     params = problem.sample_params(5, torch.Generator().manual_seed(0))
     x0 = problem.initial_state(params, torch.Generator())
     torch.testing.assert_close(x0[:, 0], torch.tensor([1.0, -1, 1, -1, 1], dtype=torch.float64))
@@ -64,5 +65,5 @@ def test_sample_metrics_and_metrics_of_paths():
 def test_config_is_checked():
     with pytest.raises(PbdlError, match="x0"):
         toy(x0=0.0)
-    with pytest.raises(PbdlError, match="multiple"):
-        toy(dt=0.03)
+    with pytest.raises(PbdlError, match="frames"):
+        toy(frames=1)

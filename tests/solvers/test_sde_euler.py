@@ -4,6 +4,7 @@ and the seeded, batch-independent noise streams."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -40,7 +41,7 @@ def simulate(problem: SdeToy, n: int, solver_dt: float, seed: int = 0) -> Tensor
 
 
 def test_brownian_motion_has_variance_g2_t():
-    problem = toy(lambda1=0.0, lambda2=0.5, t_end=1.0, dt=0.25)
+    problem = toy(lambda1=0.0, lambda2=0.5, t_end=1.0, frames=5)
     x = simulate(problem, 4000, 0.05)
     start = x[:, :1]
     increments = (x - start)[:, 1:, 0]  # [n, 4] at t = 0.25 .. 1
@@ -59,7 +60,7 @@ def test_brownian_motion_has_variance_g2_t():
 def ou(
     theta: float, solver_dt: float, n: int = 2000, g: float = 0.2
 ) -> tuple[OrnsteinUhlenbeck, Tensor]:
-    problem = OrnsteinUhlenbeck(toy(lambda1=theta, lambda2=g, t_end=1.0, dt=0.5).config)
+    problem = OrnsteinUhlenbeck(toy(lambda1=theta, lambda2=g, t_end=1.0, frames=3).config)
     return problem, simulate(problem, n, solver_dt)
 
 
@@ -88,17 +89,17 @@ def test_ornstein_uhlenbeck_mean_converges_with_weak_order_one():
     x0 e^(-theta t) halves with h. With g small, the sample mean shows it."""
     theta, errors = 1.0, []
     for h in (0.1, 0.05, 0.025):
-        problem, x = ou(theta, h, n=1000, g=0.01)
+        _, x = ou(theta, h, n=1000, g=0.01)
         scaled = x[:, -1, 0] * x[:, 0, 0]
         steps = round(1.0 / h)
         assert abs(float(scaled.mean()) - (1 - theta * h) ** steps) < 4 * 0.01 / math.sqrt(1000)
         errors.append(abs(float(scaled.mean()) - math.exp(-theta)))
-    rates = [math.log2(a / b) for a, b in zip(errors, errors[1:], strict=False)]
+    rates = [math.log2(a / b) for a, b in itertools.pairwise(errors)]
     assert all(0.8 < r < 1.2 for r in rates), (errors, rates)
 
 
 def test_noise_streams_are_seeded_per_trajectory_and_batch_independent():
-    problem = toy(t_end=1.0)
+    problem = toy(t_end=1.0, frames=51)
     solver = SOLVERS.build({"name": "sde_euler"}, problem=problem)
     params = problem.sample_params(6, torch.Generator().manual_seed(3))
     x0 = problem.initial_state(params, torch.Generator())
@@ -121,7 +122,7 @@ def test_noise_streams_are_seeded_per_trajectory_and_batch_independent():
 
 
 def test_substeps_follow_solver_dt_and_the_drift():
-    problem = toy(lambda2=0.0, t_end=0.1, dt=0.02)  # no noise: explicit Euler of -7 x|x|
+    problem = toy(lambda2=0.0, t_end=0.1, frames=6)  # no noise: explicit Euler of -7 x|x|
     solver = SOLVERS.build({"name": "sde_euler", "dt": 0.01}, problem=problem)
     params = problem.sample_params(2, torch.Generator())
     x0 = problem.initial_state(params, torch.Generator())
