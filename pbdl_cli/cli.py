@@ -333,17 +333,25 @@ def show(
     epilog=_examples(
         "pbdl info datasets/burgers/<name>/train.h5",
         "pbdl info datasets/burgers/<name>/test.h5 --config",
+        "pbdl info outputs/sample/<date>/<time>/samples.h5",
     ),
 )
 def info(
-    path: Path = typer.Argument(..., help="An HDF5 dataset file written by pbdl generate."),
+    path: Path = typer.Argument(
+        ..., help="A dataset file of pbdl generate or a samples file of pbdl sample."
+    ),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Recompute the checksum."),
     config: bool = typer.Option(False, "--config", help="Also print the generating config."),
 ) -> None:
-    """Summarize a dataset file: schema, shapes, attributes; verify its checksum."""
+    """Summarize a dataset file (schema, shapes, attributes; verify its checksum) or a
+    samples file of pbdl sample (provenance, sampler, cost, shapes)."""
+    from pbdl_cli.data.samples import is_samples_file, read_samples_info
     from pbdl_cli.data.summary import read_info
-    from pbdl_cli.info import print_info
+    from pbdl_cli.info import print_info, render_samples_info
 
+    if is_samples_file(path):
+        console.print(render_samples_info(read_samples_info(path)))
+        return
     summary = read_info(path, verify=verify)
     print_info(summary, console, show_config=config)
     if verify and summary.checksum_ok is False:

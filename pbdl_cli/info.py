@@ -1,5 +1,6 @@
 """What ``pbdl info`` prints: a rich rendering of a dataset summary
-(:class:`~pbdl_cli.data.summary.DatasetInfo`)."""
+(:class:`~pbdl_cli.data.summary.DatasetInfo`) or of a samples file's header
+(:class:`~pbdl_cli.data.samples.SamplesInfo`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
+from pbdl_cli.data.samples import SamplesInfo
 from pbdl_cli.data.schema import human_size
 from pbdl_cli.data.summary import DatasetInfo
 
@@ -80,6 +82,38 @@ def render_info(info: DatasetInfo, *, show_config: bool = False) -> RenderableTy
     if show_config and isinstance(config, str):
         parts += [Text(""), Text("config", style="bold"), Syntax(config, "yaml")]
     return Group(*parts)
+
+
+def render_samples_info(info: SamplesInfo) -> RenderableType:
+    """A compact rich summary of a samples file: provenance, sampler, cost, shapes."""
+    head = Table.grid(padding=(0, 2))
+    head.add_column(style="bold", no_wrap=True)
+    head.add_column(overflow="fold")
+    head.add_row("file", str(info.path))
+    head.add_row("size", human_size(info.size_bytes))
+    head.add_row("schema", f"pbdl-samples, version {info.version}")
+    for key, value in info.provenance.items():
+        head.add_row(key, _fmt_value(value))
+    head.add_row("sampler", f"{info.sampler}, {info.steps or 'default'} steps")
+    nfe, seconds = info.evaluations, info.seconds
+    head.add_row(
+        "samples",
+        f"{info.num_conditions} conditions × {info.num_samples} samples "
+        f"{_fmt_shape(info.sample_shape)}, {info.num_reference} reference samples each",
+    )
+    head.add_row(
+        "cost per condition",
+        f"{nfe.mean():.6g} network evaluations, {seconds.mean():.3g} s (mean over "
+        f"{len(nfe)}; total {seconds.sum():.3g} s)",
+    )
+    for key in ("created", "pbdl_version"):
+        head.add_row(key, getattr(info, key) or "?")
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for col in ("dataset", "dtype", "shape"):
+        table.add_column(col)
+    for name, shape in info.shapes.items():
+        table.add_row(name, info.dtypes[name], _fmt_shape(shape))
+    return Group(head, Text(""), table)
 
 
 def print_info(info: DatasetInfo, console: Console, *, show_config: bool = False) -> None:
