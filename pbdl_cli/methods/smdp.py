@@ -148,6 +148,7 @@ class Smdp(GenerativeMethod):
     Config = SmdpConfig
     config: SmdpConfig
     samplers: ClassVar[tuple[str, ...]] = SAMPLERS
+    noisy_loss: ClassVar[bool] = False  # the windows' loss draws no noise
 
     def __init__(
         self, config: SmdpConfig, *, problem: Problem, device: torch.device, dtype: torch.dtype
