@@ -292,7 +292,9 @@ def test_reproduce_quick_keeps_its_headline_and_writes_its_report(workdir, name)
         assert str(workdir) not in text and str(out.resolve()) not in text
     for variant in variants:  # paths relative to the report's folder
         entry = payload["variants"][variant.name]
-        assert entry["run"] == variant.name and (out / entry["eval"]["checkpoint"]).is_file()
+        evaluation = entry["eval"]  # a probabilistic run's names it in its provenance
+        checkpoint = evaluation.get("checkpoint") or evaluation["provenance"]["checkpoint"]
+        assert entry["run"] == variant.name and (out / checkpoint).is_file()
     again = run_cli("reproduce", name, "--quick", "--out", str(out), cwd=workdir)
     assert again.returncode == 0
     assert again.stdout.count("reusing the finished run") == len(variants)
