@@ -6,6 +6,7 @@ from pbdl_cli.methods import (  # noqa: F401
     dp,
     gradient,
     hig,
+    nf,
     non,
     optimize,
     pinn,

@@ -13,6 +13,8 @@ from pbdl_cli.reproduce import (  # noqa: F401  (each module registers its repro
     burgers_pinn_raissi,
     burgers_pinn_vs_dp,
     burgers_sol,
+    gm_ddpm,
+    gm_realnvp,
     hhd,
     hig_oscillators,
     hig_toy,

@@ -71,7 +71,8 @@ NOTES = """
   final weights (so no early, higher epochs in it).
 - Full: the book's runs, 495,000 and 998,000 steps of one window each (2,500 x 99 x 2
   and 1,000 x 499 x 2; the book counts 250,000 and 500,000 "grad updates", one per
-  position, its last position of an epoch being a one-frame window without a loss). `--quick` trains 100 trajectories with all windows of an epoch in one step
+  position, its last position of an epoch being a one-frame window without a loss).
+  `--quick` trains 100 trajectories with all windows of an epoch in one step
   (`method.windows_per_step=0`) at 10x and 30x the book's learning rates (1e-2, 3e-3):
   1,000 + 200 epochs.
 - Measured (--quick, seed 0 / seed 1): run 1 0.02266 / 0.02265, run 2 0.01871 / 0.01872;

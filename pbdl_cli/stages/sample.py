@@ -277,6 +277,7 @@ def _figures(
         log_density=log_density if _has_density(method, report) else None,
         model_log_density=model_log_density,
         snapshots=kept or None,
+        condition_names=distribution.condition_names or None,
     )
 
 

@@ -130,8 +130,8 @@ def test_missing_checkpoint_and_directory_are_refused(tmp_path: Path) -> None:
 def test_a_deterministic_run_is_refused(tmp_path: Path) -> None:
     run = tmp_path / "pinn"
     trained = run_cli(
-        "train", "problem=parabola", "method=pinn", "model.depth=1", "model.width=4",
-        "trainer.max_steps=2", "trainer.lbfgs_steps=0", "trainer.checkpoint_every=2",
+        "train", "experiment=parabola_supervised", "model.depth=1", "model.width=4",
+        "trainer.max_steps=2", "trainer.checkpoint_every=2", "trainer.eval_every=2",
         f"hydra.run.dir={run}", cwd=tmp_path,
     )  # fmt: skip
     assert trained.returncode == 0, trained.stderr

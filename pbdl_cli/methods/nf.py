@@ -1,0 +1,154 @@
+"""``nf``: a normalizing flow trained by maximum likelihood (PBDL book ch. 22.3-22.5;
+Dinh, Sohl-Dickstein & Bengio 2017, "Density estimation using Real NVP").
+
+The model is ``realnvp`` (:class:`~pbdl_cli.models.realnvp.RealNVP`): an invertible map
+f (data y -> latent z) of affine coupling blocks whose log-determinant is exact, so that
+by the change of variables (book ch. 22.3)
+
+    log q(y | c) = log N(f(y; c); 0, I) + log|det df/dy|.
+
+Training minimizes the negative log-likelihood of the training pairs (book ch. 22.1:
+minimizing KL(p || q) is minimizing E_p[-log q], the entropy of p being a constant):
+
+    loss = -mean over the batch of log q(y | c)          (nats, a normalized density)
+
+and logs the book's units beside it, ``book_loss`` = -mean ``book_log_prob``: the
+notebook's prior adds -1/2 log(2 pi) once instead of D times, so its printed losses are
+``loss - (D - 1) / 2 log(2 pi)`` (0.9189 below ours for D = 2). Both are deterministic
+given the batch (no noise is drawn).
+
+Sampling (``inverse``): y = f^-1(z; c) with z ~ N(0, I), one pass backwards through the
+flow. ``evaluations`` counts passes through the whole flow, so a sample costs 1 (it
+calls each of the K blocks' coupling networks once).
+
+Shapes: points only, y [B, D] with D >= 2 (a coupling flow keeps part of y to condition
+the change of the rest), a vector condition c [B, C] (fields and one-dimensional samples
+are refused).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from pbdl_cli.errors import PbdlError
+from pbdl_cli.generative.common import Sampled, StepCallback
+from pbdl_cli.methods.base import METHODS
+from pbdl_cli.methods.generative import GenerativeConfig, GenerativeMethod
+from pbdl_cli.models.base import MODELS
+from pbdl_cli.models.realnvp import book_offset
+from pbdl_cli.problems.base import Problem
+from pbdl_cli.problems.distribution import check_distribution
+
+#: the model a flow method trains
+MODEL = "realnvp"
+
+
+@dataclasses.dataclass
+class NFConfig(GenerativeConfig):
+    """Options of ``nf`` (``method.<key>``): those of every probabilistic method; the
+    flow's own options are the model's (``model.blocks``, ``model.hidden``, ...)."""
+
+
+@METHODS.register("nf")
+class NormalizingFlow(GenerativeMethod):
+    """Maximum likelihood of a RealNVP coupling flow; exact log q(y | c) (module
+    docstring)."""
+
+    Config = NFConfig
+    config: NFConfig
+    samplers: ClassVar[tuple[str, ...]] = ("inverse",)
+    has_likelihood: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        config: NFConfig,
+        *,
+        problem: Problem,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> None:
+        # refuse what a coupling flow cannot learn before the training set is drawn
+        distribution = check_distribution(problem, config.name)
+        shape, name = tuple(distribution.sample_shape), problem.name
+        if len(shape) > 1:
+            raise PbdlError(
+                f"method 'nf' (model=realnvp) learns point samples [B, D]; problem '{name}' "
+                f"has field samples {list(shape)}: use method=ddpm or flow_matching"
+            )
+        if shape[0] < 2:
+            raise PbdlError(
+                f"method 'nf': a coupling flow needs samples with D >= 2 features, problem "
+                f"'{name}' has D = {shape[0]}: use method=flow_matching or ddpm"
+            )
+        condition = distribution.condition_shape
+        if condition is not None and len(condition) != 1:
+            raise PbdlError(
+                f"method 'nf' takes a vector condition [C]; problem '{name}' has condition "
+                f"shape {list(condition)}"
+            )
+        super().__init__(config, problem=problem, device=device, dtype=dtype)
+
+    # the network ------------------------------------------------------------------------
+    def check_model_config(self, model_config: Any) -> None:
+        name = MODELS.config(model_config).name
+        if name != MODEL:
+            raise PbdlError(
+                f"method 'nf' trains model={MODEL}, not model={name}: add model={MODEL}"
+            )
+
+    def network(self, model_config: Any) -> nn.Module:
+        """RealNVP with D = the sample's features, C = the condition's (0: none)."""
+        return MODELS.build(
+            model_config,
+            features=self.sample_shape[0],
+            condition_features=self.condition_features,
+        )
+
+    # the objective ----------------------------------------------------------------------
+    def sample_loss(
+        self, model: nn.Module, y: Tensor, condition: Tensor | None, noise: torch.Generator
+    ) -> dict[str, Tensor]:
+        """-mean log q(y | c) (``loss``) and the book's -mean book_log_prob
+        (``book_loss``); ``noise`` is not used."""
+        log_q = model.log_prob(y, self._flat(condition))
+        loss = -log_q.mean()
+        return {"loss": loss, "book_loss": loss.detach() - book_offset(self.sample_shape[0])}
+
+    def log_prob(self, model: nn.Module, y: Tensor, condition: Tensor | None) -> Tensor:
+        """log q(y | c) [n] of y [n, D] at conditions [n, C] (None: unconditional)."""
+        return model.log_prob(y, self._flat(condition))
+
+    # sampling ---------------------------------------------------------------------------
+    def expected_steps(self, sampler: str, steps: int) -> int:
+        """One step: the inverse pass."""
+        return 1
+
+    def sample(
+        self,
+        model: nn.Module,
+        n: int,
+        *,
+        condition: Tensor | None,
+        sampler: str,
+        steps: int,
+        generator: torch.Generator,
+        callback: StepCallback | None = None,
+    ) -> Sampled:
+        """y = f^-1(z; c), z ~ N(0, I) from ``generator``: [n, D], 1 evaluation."""
+        self.check_sampler(sampler)
+        if steps not in (0, 1):
+            raise PbdlError(f"the flow's inverse is one pass (steps=0 or 1), got steps={steps}")
+        c = None if condition is None else condition.reshape(1, -1).expand(n, -1)
+        z = torch.randn(n, self.sample_shape[0], generator=generator, dtype=self.dtype)
+        y = model.inverse(z.to(self.device), None if c is None else c.to(self.device, self.dtype))
+        if callback is not None:
+            callback(1, 1.0, y)
+        return Sampled(y, 1)
+
+    @staticmethod
+    def _flat(condition: Tensor | None) -> Tensor | None:
+        return None if condition is None else condition.reshape(len(condition), -1)
