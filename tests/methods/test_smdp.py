@@ -224,3 +224,15 @@ def test_cli_generate_train_resume_sample(dataset: Path, tmp_path: Path):
     assert sampled.returncode == 0, sampled.stderr
     metrics = json.loads((tmp_path / "a/sample/metrics.json").read_text())
     assert "positive_fraction" in json.dumps(metrics)
+
+
+def test_the_books_network_is_an_mlp_of_widths_with_elu(dataset: Path):
+    method = make(dataset)
+    config = {"name": "mlp", "widths": [30, 30, 25, 20, 10], "activation": "elu"}
+    model = method.build_model(MODELS.config(config))
+    assert sum(p.numel() for p in model.parameters()) == 2536  # the book's haiku MLP
+    linear = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert [m.out_features for m in linear] == [30, 30, 25, 20, 10, 1]
+    assert sum(isinstance(m, torch.nn.ELU) for m in model.modules()) == 5
+    with pytest.raises(PbdlError, match="widths"):
+        MODELS.config({"name": "mlp", "widths": []})
