@@ -79,7 +79,15 @@ NOTES = """
   run 2's reverse-SDE samples 0.999 / 0.965 within 0.2 of +-1 (share above 0: 0.55 /
   0.60), probability-flow 0.95 / 0.895 (0.54 / 0.485). Run 1's samples are not yet
   good (its score is fit to steps of 0.1, the samplers step 0.01): only run 2's are
-  checked. The full run takes 2-5 ms per step on one CPU core, 1 to 2 hours.
+  checked. The full run takes 2-5 ms per step on one CPU core, 1 to 2 hours; it was not
+  run to the end. A fraction of the book's run 2 (single windows, lr 1e-4, 250
+  trajectories, 224,728 of its 998,000 steps in 8 minutes, started from the --quick
+  run 1) keeps the loss at 0.01882 and the samples near +-1 (reverse SDE 0.995-1.0
+  within 0.2, ODE 0.895-0.99; 0.495 and 0.51 above 0 at its end), but the share above 0
+  wanders from one validation (every 20 epochs) to the next: SDE 0.39-0.75, ODE
+  0.30-0.73. It is set by where the learned score
+  separates the two modes at t ~ 10, where p_t barely tells them apart; hence the wide
+  band [0.2, 0.8], which still catches a lost mode.
 - Samples: 1,000 per sampler from linspace(-0.065, 0.065) at t = 10, 1,000 steps of 0.01
   to t = 0: `eval` (reverse SDE, `pbdl evaluate`) and `val/ode_*`, `val/sde_*` (200
   samples of each sampler in the last validation).
@@ -193,10 +201,12 @@ def _summary(results: Mapping[str, VariantResult]) -> str:
 
 
 def _share_checks(label: str, share: MetricRef, near: MetricRef) -> tuple[Check, ...]:
-    """Run 2's samples end at +-1 in about equal shares (quick and full)."""
+    """Run 2's samples end at +-1 (most within 0.2), both modes well represented: the
+    share above 0 in [0.2, 0.8] (it wanders between about 0.3 and 0.75 from one
+    validation to the next while the book's run 2 trains, see the notes)."""
     return (
-        Check(f"{label}: share > 0 (>= 0.3)", "run2", share, criterion=AtLeast(0.3), quick=True),
-        Check(f"{label}: share > 0 (<= 0.7)", "run2", share, criterion=AtMost(0.7), quick=True),
+        Check(f"{label}: share > 0 (>= 0.2)", "run2", share, criterion=AtLeast(0.2), quick=True),
+        Check(f"{label}: share > 0 (<= 0.8)", "run2", share, criterion=AtMost(0.8), quick=True),
         Check(f"{label}: within 0.2 of +-1", "run2", near, criterion=AtLeast(0.6), quick=True),
     )
 
