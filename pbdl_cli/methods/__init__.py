@@ -4,6 +4,7 @@ Importing this package registers the built-in ones."""
 from pbdl_cli.methods import (  # noqa: F401
     ddpm,
     dp,
+    flow_matching,
     gradient,
     hig,
     nf,
@@ -12,6 +13,7 @@ from pbdl_cli.methods import (  # noqa: F401
     pinn,
     pre,
     projection,
+    score,
     sip,
     smdp,
     sol,

@@ -10,7 +10,8 @@ is what such a problem offers, as a mixin of a :class:`~pbdl_cli.problems.base.P
   (:meth:`Distribution.reference_samples`);
 - where known: the exact log-density, and the modes (mixture components, branches) of
   samples with their true weights, for the distribution metrics of
-  :mod:`pbdl_cli.evaluation.distribution`.
+  :mod:`pbdl_cli.evaluation.distribution`; and the exact score of the distribution
+  noised by N(0, sigma^2 I), for score matching (:meth:`Distribution.noised_score`).
 
 Shapes: a sample y is ``sample_shape`` ((D,) for points, (C, *spatial) for fields), a
 condition c ``condition_shape``; batches put the sample index first: y [n, *sample_shape],
@@ -86,6 +87,15 @@ class Distribution:
     def log_density(self, y: Tensor, condition: Tensor | None = None) -> Tensor | None:
         """The exact log p(y | condition) [n] of samples y [n, *sample_shape], or None
         where the problem does not know it."""
+        return None
+
+    def noised_score(
+        self, y: Tensor, sigma: Tensor | float, condition: Tensor | None = None
+    ) -> Tensor | None:
+        """The exact score grad_y log p_sigma(y | condition) of the noised distribution
+        p_sigma = p * N(0, sigma^2 I) at y [n, *sample_shape] (``sigma`` a number or one
+        level per sample [n]; 0: the score of p itself), or None where the problem does
+        not know it (default). Score-matching methods report their error against it."""
         return None
 
     def mode_labels(self, y: Tensor, condition: Tensor | None = None) -> Tensor | None:

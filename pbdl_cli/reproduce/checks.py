@@ -6,7 +6,9 @@ variant. Its parts:
 
 - a metric reference says where the value is in a variant's :class:`VariantResult`:
   :class:`Eval` (``eval/metrics.json``), :class:`Summary` (``summary.json``) or
-  :class:`History` (one record of ``metrics.jsonl``);
+  :class:`History` (one record of ``metrics.jsonl``), :class:`EpochMean` (an epoch's
+  sample-weighted mean of a per-step record, as notebooks print their epoch losses) or
+  :class:`PerCondition` (the worst test condition of a probabilistic run's evaluation);
 - a criterion says how ours is judged: :class:`Within` (a factor of the published
   value), :class:`Near` (an absolute distance to it, for deterministic numbers),
   :class:`AtMost`, :class:`AtLeast` (bounds) or :class:`Below` (another variant's
@@ -160,6 +162,73 @@ class History(MetricRef):
 
     def __str__(self) -> str:
         return f"history.{self.key}@{self.at}"
+
+
+@dataclasses.dataclass(frozen=True)
+class EpochMean(MetricRef):
+    """The mean of ``key`` over the steps of one epoch of ``n`` samples in batches of
+    ``batch`` (``ceil(n / batch)`` steps; the last batch holds the rest and weighs by its
+    size): sum_b |b| loss_b / n, what a notebook's ``running_loss += loss * len(batch)``
+    prints. ``epoch`` counts from 1; -1 is the last complete epoch. Needs a record of
+    ``key`` at every step (``trainer.log_every=1``); None when the epoch has a gap."""
+
+    key: str
+    epoch: int
+    n: int
+    batch: int
+
+    def __post_init__(self) -> None:
+        _check_key("EpochMean", self.key)
+        for name in ("epoch", "n", "batch"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ValueError(f"EpochMean: {name} must be an integer, got {value!r}")
+        if self.epoch == 0 or self.epoch < -1 or self.n < 1 or self.batch < 1:
+            raise ValueError("EpochMean: epoch must be >= 1 (or -1 for the last), n, batch >= 1")
+
+    def read(self, result: VariantResult) -> float | None:
+        per_epoch = -(-self.n // self.batch)
+        values = {r["step"]: r[self.key] for r in result.history if self.key in r and "step" in r}
+        epoch = self.epoch if self.epoch > 0 else max(values, default=0) // per_epoch
+        if epoch < 1:
+            return None
+        first = (epoch - 1) * per_epoch + 1  # records carry the step count after the step
+        steps = range(first, first + per_epoch)
+        if not all(isinstance(values.get(s), int | float) for s in steps):
+            return None
+        sizes = [self.batch] * (per_epoch - 1) + [self.n - (per_epoch - 1) * self.batch]
+        return sum(size * values[s] for size, s in zip(sizes, steps, strict=True)) / self.n
+
+    def __str__(self) -> str:
+        return f"history.{self.key}@epoch{self.epoch}"
+
+
+@dataclasses.dataclass(frozen=True)
+class PerCondition(MetricRef):
+    """The ``reduce`` (min or max) over the test conditions of score ``key`` in the
+    evaluation's ``per_condition`` list (``eval/metrics.json`` of a conditional
+    probabilistic run: one entry of scores per test condition), e.g.
+    ``PerCondition("near_branch", "min")``."""
+
+    key: str
+    reduce: str
+
+    def __post_init__(self) -> None:
+        _check_key("PerCondition", self.key)
+        if self.reduce not in ("min", "max"):
+            raise ValueError(f"PerCondition: reduce must be 'min' or 'max', got {self.reduce!r}")
+
+    def read(self, result: VariantResult) -> float | None:
+        rows = result.eval.get("metrics", {}).get("per_condition")
+        if not isinstance(rows, list) or not rows:
+            return None
+        values = [_number(r.get(self.key)) if isinstance(r, dict) else None for r in rows]
+        if any(v is None for v in values):
+            return None
+        return (min if self.reduce == "min" else max)(values)  # type: ignore[type-var]
+
+    def __str__(self) -> str:
+        return f"eval.per_condition.{self.key}@{self.reduce}"
 
 
 # -- criteria -------------------------------------------------------------------------------

@@ -122,6 +122,42 @@ def test_the_score_is_the_autograd_gradient_of_the_log_density(options):
     assert torch.isfinite(gm.score(x.detach())).all()
 
 
+def test_the_noised_score_is_the_gradient_of_the_convolved_density():
+    """p_sigma(x) = int p(y) N(x - y; 0, sigma^2) dy by quadrature (independent of the
+    variance shift the mixture uses); its autograd gradient is ``noised_score``."""
+    gm = mixture(means=[[-1.0], [2.0]], variances=[0.5, 2.0], weights=[0.3, 0.7])
+    sigma = 0.7
+    y = torch.linspace(-20, 20, 40001, dtype=torch.float64)
+    p = gm.log_density(y[:, None]).exp()  # [Q]
+    x = torch.linspace(-4, 5, 13, dtype=torch.float64).requires_grad_(True)
+    kernel = torch.exp(-((x[:, None] - y[None]) ** 2) / (2 * sigma**2)) / math.sqrt(
+        2 * math.pi * sigma**2
+    )
+    density = torch.trapezoid(kernel * p[None], y, dim=1)
+    (grad,) = torch.autograd.grad(density.log().sum(), x)
+    points = x.detach()[:, None]
+    score = gm.noised_score(points, sigma)
+    torch.testing.assert_close(score[:, 0], grad, rtol=1e-7, atol=1e-9)
+    per_point = gm.noised_score(points, torch.full((13,), sigma, dtype=torch.float64))
+    torch.testing.assert_close(per_point, score, rtol=1e-14, atol=1e-14)
+    mixed = torch.tensor([0.0, sigma], dtype=torch.float64).repeat(7)[:13]  # per point
+    expected = torch.where((mixed > 0)[:, None], score, gm.score(points))
+    torch.testing.assert_close(gm.noised_score(points, mixed), expected, rtol=1e-14, atol=0)
+    torch.testing.assert_close(gm.noised_score(points, 0.0), gm.score(points), rtol=0, atol=0)
+
+
+def test_stray_samples_are_counted():
+    gm = mixture()
+    y = torch.tensor(
+        [[0.0, 0.0], [3.0, 2.0], [4.9, 0.0], [5.1, 0.0], [3.0, 4.4], [3.0, 4.6], [math.nan, 0.0]],
+        dtype=torch.float64,
+    )  # squared distances in sd to N(0, I) / N([3, 2], 0.25 I): (4.9, 0) 24.0 / 41.6,
+    # (5.1, 0) 26.0 / 33.6 (stray), (3, 4.4) 28.4 / 23.0, (3, 4.6) 30.2 / 27.0 (stray), nan
+    assert gm.sample_metrics(y)["stray_fraction"] == pytest.approx(3 / 7)
+    exact = gm.sample(100_000, torch.Generator().manual_seed(0))
+    assert gm.sample_metrics(exact)["stray_fraction"] < 1e-4
+
+
 def test_score_near_a_mean_pulls_towards_it():
     gm = mixture()
     at = torch.tensor([[3.0, 2.0], [0.0, 0.0]], dtype=torch.float64)

@@ -26,9 +26,11 @@ from pbdl_cli.reproduce.checks import (
     AtMost,
     Below,
     Check,
+    EpochMean,
     Eval,
     History,
     Near,
+    PerCondition,
     Summary,
     VariantResult,
     Within,
@@ -70,6 +72,44 @@ def test_metric_references_keep_their_names_in_results_json():
     names = [Eval("mae"), Summary("test/rel_l2"), History("train/obs", at=-1)]
     assert [str(m) for m in names] == ["eval.mae", "summary.test/rel_l2", "history.train/obs@-1"]
     assert [m.short for m in names] == ["mae", "test/rel_l2", "train/obs@-1"]
+
+
+def test_epoch_means_weigh_the_last_batch_by_its_size():
+    """10 samples in batches of 4: epochs of 3 steps (4, 4, 2 samples); records carry the
+    step count after their step (1, 2, ...)."""
+    losses = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]  # steps 1..7: two epochs and a bit
+    history = [{"step": k + 1, "train/loss": v} for k, v in enumerate(losses)]
+    history.insert(3, {"step": 3, "val/loss": 99.0})  # other records are ignored
+    result = VariantResult(run=Path("/r"), eval={}, summary={}, history=history)
+    first = EpochMean("train/loss", 1, n=10, batch=4)
+    assert first.read(result) == pytest.approx((4 * 1 + 4 * 2 + 2 * 4) / 10)
+    assert EpochMean("train/loss", 2, 10, 4).read(result) == pytest.approx(
+        (4 * 8 + 4 * 16 + 2 * 32) / 10
+    )
+    assert EpochMean("train/loss", -1, 10, 4).read(result) == EpochMean(
+        "train/loss", 2, 10, 4
+    ).read(result)  # the last complete epoch
+    assert EpochMean("train/loss", 3, 10, 4).read(result) is None  # not complete
+    gap = VariantResult(run=Path("/r"), eval={}, summary={}, history=history[:1] + history[2:])
+    assert first.read(gap) is None  # step 2 was not logged (trainer.log_every > 1)
+    assert str(first) == "history.train/loss@epoch1"
+    with pytest.raises(ValueError, match="epoch must be >= 1"):
+        EpochMean("train/loss", 0, 10, 4)
+
+
+def test_per_condition_reads_the_worst_test_condition():
+    rows = [{"condition": [0.1], "near": 0.8}, {"condition": [0.5], "near": 0.95}]
+    result = VariantResult(
+        run=Path("/r"), eval={"metrics": {"near": 0.875, "per_condition": rows}}, summary={},
+        history=[],
+    )  # fmt: skip
+    assert PerCondition("near", "min").read(result) == 0.8
+    assert PerCondition("near", "max").read(result) == 0.95
+    assert PerCondition("missing", "min").read(result) is None
+    assert PerCondition("near", "min").read(RESULT) is None  # not a probabilistic run
+    assert str(PerCondition("near", "max")) == "eval.per_condition.near@max"
+    with pytest.raises(ValueError, match="'min' or 'max'"):
+        PerCondition("near", "mean")
 
 
 def test_criteria_judge_each_kind():
@@ -233,8 +273,27 @@ HEADLINES: dict[str, list[Headline]] = {
     "oscillator_pinn": [Headline("PINN rel. L2 on [0, 1]", 5e-2, 0.0030, 0.0150)],
     # book (float32): 0.50421; --quick runs the full settings (float64): 0.50421000
     "optimizer_toy": [Headline("inverse simulator: iterate 9, x1", 0.50421, 0.504205, 0.504215)],
-    # book: 0.100203 after 50 epochs; --quick (3000 steps): 0.098916
-    "parabola": [Headline("supervised loss, epoch 50 (MSE / 5)", 0.100203, 0.0950, 0.1030)],
+    # book: DSM loss 197.79 at epoch 100 (its floor 195.44), annealed 3328.99 (floor 3341.3);
+    # --quick (20 / 5 epochs): 196.56 (floor on our draws 196.08), 3386.6 (3384.6); the
+    # sigma^2-weighted annealed samples: mode weight error 0.014 (sampling error ~0.016)
+    "gm_score": [
+        Headline("DSM loss, last epoch", 197.7943, 195.0, 200.0),
+        Headline("annealed loss, last epoch (unweighted)", 3328.9864, 3380.0, 3400.0),
+        Headline("annealed Langevin (sigma^2): mode weight error", None, 0.0, 0.05),
+    ],
+    # book: 0.100203 after 50 epochs; --quick (3000 steps): 0.098916. Flow matching (the
+    # book shows both branches, no number; --quick runs it in full): 93.3 % of the samples
+    # near a branch (mean over the test x)
+    "parabola": [
+        Headline("supervised loss, epoch 50 (MSE / 5)", 0.100203, 0.0950, 0.1030),
+        Headline("flow matching: samples near a branch (mean over the test x)", None, 0.9, 0.97),
+    ],
+    # book: 2.8302 after epoch 1 (the epoch's mean loss); --quick (25 of 50 epochs): 2.7620,
+    # Euler's energy distance 0.0293 (floor 0.0027)
+    "gm_flow_matching": [
+        Headline("loss, epoch 1 (epoch mean)", 2.8302, 2.70, 2.83),
+        Headline("Euler, 20 steps: energy distance", None, 0.015, 0.045),
+    ],
     # book (batch 128, 50 steps): SIP's x-loss far below Adam's; --quick (batch 32, 16
     # steps, seed 0): test x-loss SIP / Adam 24.67 / 34.57 = 0.714 (seeds 1, 2: 0.755,
     # 0.853); book x-loss at initialization 185.019 (phiflow's net and draws), ours 250.5
