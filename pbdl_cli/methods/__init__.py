@@ -16,6 +16,7 @@ from pbdl_cli.methods import (  # noqa: F401
     projection,
     score,
     sip,
+    smdp,
     sol,
     supervised,
     unrolled,

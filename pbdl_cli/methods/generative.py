@@ -110,6 +110,8 @@ class GenerativeMethod(Method):
     has_likelihood: ClassVar[bool] = False
     #: the loss needs autograd even when validating (e.g. a CNF's divergence)
     validate_with_grad: ClassVar[bool] = False
+    #: the loss draws fresh noise every step (so ``pbdl train`` refuses L-BFGS)
+    noisy_loss: ClassVar[bool] = True
 
     def __init__(
         self,

@@ -2,8 +2,9 @@
 
     y = W_L s(... s(W_1 phi(x) + b_1) ...) + b_L,   phi(x) = x  or  [sin(2 pi B x), cos(2 pi B x)]
 
-with ``depth`` hidden layers of ``width`` units, activation s, and optional random Fourier
-features (Tancik et al. 2020) with B ~ N(0, scale^2) fixed at construction.
+with ``depth`` hidden layers of ``width`` units (or the sizes ``widths``), activation s,
+and optional random Fourier features (Tancik et al. 2020) with B ~ N(0, scale^2) fixed
+at construction.
 
 Shapes: input [..., in_features] -> output [..., out_features].
 """
@@ -28,6 +29,7 @@ class Activation(str, enum.Enum):
     gelu = "gelu"
     relu = "relu"
     silu = "silu"
+    elu = "elu"
 
 
 class Init(str, enum.Enum):
@@ -44,7 +46,9 @@ class MLPConfig(PluginConfig):
     Attributes:
         depth: number of hidden layers.
         width: units per hidden layer.
-        activation: tanh, sin, gelu, relu or silu.
+        widths: units of each hidden layer (e.g. the SMDP toy's [30, 30, 25, 20, 10]);
+            when set, it replaces ``depth`` and ``width``.
+        activation: tanh, sin, gelu, relu, silu or elu.
         fourier_features: number of random Fourier features of the input (0: none).
         fourier_scale: standard deviation of their frequencies.
         init: weight initialization: xavier (Glorot normal), xavier_uniform (Glorot
@@ -53,6 +57,7 @@ class MLPConfig(PluginConfig):
 
     depth: int = 4
     width: int = 32
+    widths: list[int] | None = None
     activation: Activation = Activation.tanh
     fourier_features: int = 0
     fourier_scale: float = 1.0
@@ -61,6 +66,8 @@ class MLPConfig(PluginConfig):
     def __post_init__(self) -> None:
         if self.depth < 1 or self.width < 1:
             raise ValueError("depth and width must be >= 1")
+        if self.widths is not None and (not self.widths or min(self.widths) < 1):
+            raise ValueError("widths must be a non-empty list of sizes >= 1 (or null)")
         if self.fourier_features < 0 or self.fourier_scale <= 0:
             raise ValueError("fourier_features must be >= 0 and fourier_scale > 0")
 
@@ -76,6 +83,7 @@ _ACTIVATIONS = {
     Activation.gelu: nn.GELU,
     Activation.relu: nn.ReLU,
     Activation.silu: nn.SiLU,
+    Activation.elu: nn.ELU,
 }
 
 
@@ -95,7 +103,8 @@ class MLP(nn.Module):
         else:
             self.frequencies = None
             first = in_features
-        sizes = [first] + [config.width] * config.depth
+        hidden = config.widths if config.widths is not None else [config.width] * config.depth
+        sizes = [first, *hidden]
         layers: list[nn.Module] = []
         for fan_in, fan_out in itertools.pairwise(sizes):
             layers += [nn.Linear(fan_in, fan_out), _ACTIVATIONS[config.activation]()]

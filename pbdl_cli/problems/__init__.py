@@ -12,6 +12,7 @@ from pbdl_cli.problems import (  # noqa: F401
     oscillator,
     parabola,
     rotated_sine,
+    sde_toy,
     smoke,
     taylor_green,
 )

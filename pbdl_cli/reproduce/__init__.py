@@ -27,5 +27,6 @@ from pbdl_cli.reproduce import (  # noqa: F401  (each module registers its repro
     parabola,
     sip_heat,
     sip_toy,
+    smdp_toy,
     smoke_dp,
 )

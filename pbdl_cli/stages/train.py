@@ -129,7 +129,8 @@ class Train(Stage):
             config.method, config.solver, problem=problem, device=device, dtype=dtype
         )
         method.check_model_config(config.model)
-        if isinstance(method, GenerativeMethod) and config.trainer.lbfgs_steps:
+        noisy = isinstance(method, GenerativeMethod) and method.noisy_loss
+        if noisy and config.trainer.lbfgs_steps:
             raise PbdlError(
                 f"method '{config.method.name}' trains on a loss with fresh noise every "
                 "step, which L-BFGS's line search cannot use: set trainer.lbfgs_steps=0 "
