@@ -169,13 +169,16 @@ class EpochMean(MetricRef):
     """The mean of ``key`` over the steps of one epoch of ``n`` samples in batches of
     ``batch`` (``ceil(n / batch)`` steps; the last batch holds the rest and weighs by its
     size): sum_b |b| loss_b / n, what a notebook's ``running_loss += loss * len(batch)``
-    prints. ``epoch`` counts from 1; -1 is the last complete epoch. Needs a record of
-    ``key`` at every step (``trainer.log_every=1``); None when the epoch has a gap."""
+    prints. ``weights="batches"``: the plain mean over the epoch's batches, what
+    ``running_loss / len(data_loader)`` prints (the last, smaller batch counts as much as
+    the others). ``epoch`` counts from 1; -1 is the last complete epoch. Needs a record
+    of ``key`` at every step (``trainer.log_every=1``); None when the epoch has a gap."""
 
     key: str
     epoch: int
     n: int
     batch: int
+    weights: str = "samples"
 
     def __post_init__(self) -> None:
         _check_key("EpochMean", self.key)
@@ -185,6 +188,8 @@ class EpochMean(MetricRef):
                 raise ValueError(f"EpochMean: {name} must be an integer, got {value!r}")
         if self.epoch == 0 or self.epoch < -1 or self.n < 1 or self.batch < 1:
             raise ValueError("EpochMean: epoch must be >= 1 (or -1 for the last), n, batch >= 1")
+        if self.weights not in ("samples", "batches"):
+            raise ValueError(f"EpochMean: weights must be samples or batches, got {self.weights!r}")
 
     def read(self, result: VariantResult) -> float | None:
         per_epoch = -(-self.n // self.batch)
@@ -196,6 +201,8 @@ class EpochMean(MetricRef):
         steps = range(first, first + per_epoch)
         if not all(isinstance(values.get(s), int | float) for s in steps):
             return None
+        if self.weights == "batches":
+            return math.fsum(float(values[s]) for s in steps) / per_epoch
         sizes = [self.batch] * (per_epoch - 1) + [self.n - (per_epoch - 1) * self.batch]
         return sum(size * values[s] for size, s in zip(sizes, steps, strict=True)) / self.n
 

@@ -12,11 +12,11 @@ the mixture's), the flow at six times from noise to data, and the loss curves.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pbdl_cli.reproduce import checks
 from pbdl_cli.reproduce.base import Reproduction, Variant, register
 from pbdl_cli.reproduce.checks import (
     AtMost,
@@ -24,7 +24,6 @@ from pbdl_cli.reproduce.checks import (
     Check,
     Eval,
     History,
-    MetricRef,
     VariantResult,
     Within,
 )
@@ -43,6 +42,8 @@ BOOK = {
 }
 #: ceil(5,000 / 128) steps per epoch (the book's DataLoader, the last batch 8 points)
 STEPS_PER_EPOCH = 40
+#: the book's training set and batch (40 steps per epoch)
+N_TRAIN, BATCH = 5000, 128
 #: --quick: the book's first three epochs (its loss falls from 4.86 to 2.41)
 QUICK_EPOCHS = 3
 QUICK = (
@@ -57,28 +58,10 @@ QUICK = (
 GRID, EXTENT = 64, 5.0
 
 
-@dataclasses.dataclass(frozen=True)
-class EpochMean(MetricRef):
-    """The mean of ``key`` over the ``steps`` logged steps of epoch ``epoch`` of
-    ``metrics.jsonl`` (1 the first, -1 the last complete one); needs every step logged
-    (``trainer.log_every=1``), else None."""
-
-    key: str
-    epoch: int
-    steps: int = STEPS_PER_EPOCH
-
-    def read(self, result: VariantResult) -> float | None:
-        values = {r["step"]: r[self.key] for r in result.history if self.key in r}
-        if not values:
-            return None
-        epoch = max(values) // self.steps if self.epoch == -1 else self.epoch
-        span = range((epoch - 1) * self.steps + 1, epoch * self.steps + 1)
-        if epoch < 1 or any(s not in values for s in span):
-            return None
-        return sum(float(values[s]) for s in span) / self.steps
-
-    def __str__(self) -> str:
-        return f"history.{self.key}@epoch{self.epoch}"
+def EpochMean(key: str, epoch: int) -> checks.EpochMean:
+    """The plain mean of ``key`` over the 40 steps of epoch ``epoch`` (1 the first, -1
+    the last complete one): the notebook's ``running_loss / len(data_loader)``."""
+    return checks.EpochMean(key, epoch, n=N_TRAIN, batch=BATCH, weights="batches")
 
 
 def epoch_means(result: VariantResult, key: str = "train/book_nll") -> list[float]:

@@ -13,7 +13,6 @@ schedule (the book's figure), the reverse-process snapshots, and samples vs the 
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from pbdl_cli.reproduce import checks
 from pbdl_cli.reproduce.base import Reproduction, Variant, register
 from pbdl_cli.reproduce.checks import (
     AtLeast,
@@ -29,7 +29,6 @@ from pbdl_cli.reproduce.checks import (
     Below,
     Check,
     History,
-    MetricRef,
     Summary,
     VariantResult,
     Within,
@@ -46,30 +45,11 @@ SNAPSHOTS = (999, 500, 200, 100, 50, 1)
 FORWARD = (0, 200, 400, 600, 800, 999)
 
 
-@dataclasses.dataclass(frozen=True)
-class EpochBatchMean(MetricRef):
-    """The plain mean of ``key`` over the ``steps`` per-step records of epoch ``epoch`` (1
-    the first, -1 the last complete one) in ``metrics.jsonl``: the book's printed epoch
-    loss, ``sum of batch losses / len(data_loader)`` (unweighted: its last batch of 16
-    counts as much as the others of 64). None when a step of the epoch is not logged."""
-
-    key: str
-    epoch: int
-    steps: int = EPOCH
-
-    def read(self, result: VariantResult) -> float | None:
-        values = {r["step"]: r[self.key] for r in result.history if self.key in r}
-        epochs = max(values, default=0) // self.steps
-        epoch = epochs + 1 + self.epoch if self.epoch < 0 else self.epoch
-        if not 1 <= epoch <= epochs:
-            return None
-        steps = range((epoch - 1) * self.steps + 1, epoch * self.steps + 1)
-        if not all(s in values for s in steps):
-            return None  # not every step logged
-        return math.fsum(float(values[s]) for s in steps) / self.steps
-
-    def __str__(self) -> str:
-        return f"history.{self.key}@epoch{self.epoch}"
+def EpochBatchMean(key: str, epoch: int) -> checks.EpochMean:
+    """The plain mean of ``key`` over the 157 steps of epoch ``epoch`` (1 the first, -1
+    the last complete one): the book's printed epoch loss, ``sum of batch losses /
+    len(data_loader)`` (its last batch of 16 counts as much as the others of 64)."""
+    return checks.EpochMean(key, epoch, n=10000, batch=64, weights="batches")
 
 
 #: name -> (overrides on top of experiment=gm_ddpm, label, full only)

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pbdl_cli.reproduce import checks
 from pbdl_cli.reproduce.base import Reproduction, Variant, register
 from pbdl_cli.reproduce.checks import (
     AtLeast,
@@ -68,26 +69,10 @@ QUICK = (
 VARIANT = "realnvp"
 
 
-@dataclasses.dataclass(frozen=True)
-class EpochMean(MetricRef):
-    """The mean of ``key`` over the steps of epoch ``epoch`` (1-based) of
-    :data:`STEPS_PER_EPOCH` steps, from per-step records of ``metrics.jsonl`` (None
-    unless every step of the epoch was logged): the book's printed epoch loss."""
-
-    key: str
-    epoch: int
-
-    def read(self, result: VariantResult) -> float | None:
-        first = (self.epoch - 1) * STEPS_PER_EPOCH
-        values = [
-            r[self.key]
-            for r in result.history
-            if self.key in r and first < r["step"] <= first + STEPS_PER_EPOCH
-        ]
-        return sum(values) / len(values) if len(values) == STEPS_PER_EPOCH else None
-
-    def __str__(self) -> str:
-        return f"history.{self.key}@epoch{self.epoch}"
+def EpochMean(key: str, epoch: int) -> checks.EpochMean:
+    """The plain mean of ``key`` over the :data:`STEPS_PER_EPOCH` steps of epoch
+    ``epoch``: the book's printed epoch loss."""
+    return checks.EpochMean(key, epoch, n=50000, batch=128, weights="batches")
 
 
 @dataclasses.dataclass(frozen=True)
