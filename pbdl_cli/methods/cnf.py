@@ -22,14 +22,21 @@ steps, or with ``adjoint=true`` comes from torchdiffeq's adjoint ODE. The diverg
 solve, drawn from the step's noise generator). Sampling integrates z ~ N(0, I) from
 t = 1 back to 0 with the ``sampler`` (``dopri5`` at the same tolerances, or fixed steps).
 
-Shapes: samples y [B, D] (points), conditions [B, *condition_shape] flattened into the
-velocity's first layer (``condition_features``).
+Shapes: points y [B, D] with ``model=ffjord``, conditions [B, *condition_shape]
+flattened into the velocity's first layer (``condition_features``); or fields y [B, C,
+*spatial] with a grid model (``unet``, ``fno``, ``resnet``) as the velocity, fed by
+:meth:`~pbdl_cli.methods.generative.GenerativeMethod.model_input` (t as one constant
+channel, the condition as further channels). The divergence flattens each field to
+D = C * prod(spatial) entries; ``divergence=auto`` (the default) is ``exact`` for points
+and ``hutchinson`` for fields, where the exact trace costs D backward passes per
+velocity evaluation.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 from typing import Any, ClassVar
 
 import torch
@@ -41,7 +48,7 @@ from pbdl_cli.generative.common import Sampled, StepCallback, start_state
 from pbdl_cli.generative.flow_matching import FIXED_STEP
 from pbdl_cli.methods.base import METHODS
 from pbdl_cli.methods.generative import GenerativeConfig, GenerativeMethod
-from pbdl_cli.models.base import MODELS
+from pbdl_cli.models.base import MODELS, GridModel
 from pbdl_cli.models.realnvp import book_offset
 
 #: ODE integrators for the likelihood and for sampling (the first is the default)
@@ -51,6 +58,7 @@ DEFAULT_STEPS = {"rk4": 8, "midpoint": 16, "euler": 32}
 
 
 class Divergence(str, enum.Enum):
+    auto = "auto"  # exact for points, hutchinson for fields
     exact = "exact"  # one backward pass per dimension (the book)
     hutchinson = "hutchinson"  # eps^T (dv/dz) eps, unbiased; for large D
 
@@ -71,7 +79,8 @@ class CNFConfig(GenerativeConfig):
         ode_steps: the fixed-step integrator's steps (0: its default, rk4 8, midpoint
             16, euler 32); must be 0 for dopri5.
         rtol, atol: dopri5's tolerances, for the likelihood and for sampling (book: 1e-5).
-        divergence: exact (the book) or hutchinson (a stochastic trace estimate).
+        divergence: exact (the book; D backward passes per evaluation), hutchinson (a
+            stochastic trace estimate) or auto: exact for points, hutchinson for fields.
         probe: Hutchinson's probe: rademacher (+-1) or gaussian.
         adjoint: gradients from the adjoint ODE (torchdiffeq's ``odeint_adjoint``)
             instead of backpropagating through the solver's steps.
@@ -82,7 +91,7 @@ class CNFConfig(GenerativeConfig):
     ode_steps: int = 0
     rtol: float = 1e-5
     atol: float = 1e-5
-    divergence: Divergence = Divergence.exact
+    divergence: Divergence = Divergence.auto
     probe: Probe = Probe.rademacher
     adjoint: bool = False
 
@@ -119,26 +128,57 @@ class CNF(GenerativeMethod):
 
     # the network ------------------------------------------------------------------------
     def check_model_config(self, model_config: Any) -> None:
-        """Points with ``model=ffjord`` (the velocity takes t, y and c itself)."""
+        """Points with ``model=ffjord`` (the velocity takes t, y and c itself); fields with
+        a grid model without batch statistics (the divergence needs samples that do not
+        interact)."""
+        config = MODELS.config(model_config)
+        name = config.name
         if self.is_field:
-            raise PbdlError(
-                f"method 'cnf' learns point samples; problem '{self.problem.name}' has "
-                f"field samples {list(self.sample_shape)}"
-            )
-        name = MODELS.config(model_config).name
-        if name != "ffjord":
+            if not issubclass(MODELS.get(name), GridModel):
+                raise PbdlError(
+                    f"method 'cnf': problem '{self.problem.name}' has field samples "
+                    f"{list(self.sample_shape)}: use a grid model as the velocity "
+                    f"(model=unet, fno or resnet), not model={name}"
+                )
+            if getattr(config, "batch_norm", False):
+                raise PbdlError(
+                    "method 'cnf': batch normalization couples the samples of a batch, so "
+                    "the divergence is wrong: set model.batch_norm=false"
+                )
+        elif name != "ffjord":
             raise PbdlError(f"method 'cnf' trains model=ffjord (its velocity), not model={name}")
 
     def network(self, model_config: Any) -> nn.Module:
+        """``ffjord`` for points; for fields the grid model of :meth:`model_input`."""
+        if self.is_field:
+            return super().network(model_config)
         return MODELS.build(
             model_config,
             features=self.sample_shape[0],
             condition_features=self.condition_features,
         )
 
+    @property
+    def divergence(self) -> str:
+        """The divergence used: ``method.divergence``, auto resolved (module docstring)."""
+        choice = self.config.divergence
+        if choice is Divergence.auto:
+            return Divergence.hutchinson.value if self.is_field else Divergence.exact.value
+        return choice.value
+
     def velocity(self, model: nn.Module, condition: Tensor | None) -> cnf.VelocityFn:
-        """v(z [B, D], t [B]) of the network at conditions [B, *condition_shape] or at one
-        condition [1, *condition_shape] shared by the batch (None: unconditional)."""
+        """v(z [B, *sample_shape], t [B]) of the network at conditions [B,
+        *condition_shape] or at one condition [1, *condition_shape] shared by the batch
+        (None: unconditional)."""
+        if self.is_field:
+
+            def v_field(z: Tensor, t: Tensor) -> Tensor:
+                c = None
+                if condition is not None:
+                    c = condition.expand(len(z), *condition.shape[1:])
+                return model(self.model_input(z, t, c))
+
+            return v_field
         flat = None if condition is None else condition.reshape(len(condition), -1)
 
         def v(z: Tensor, t: Tensor) -> Tensor:
@@ -167,7 +207,7 @@ class CNF(GenerativeMethod):
             steps=ode_steps(c.ode, c.ode_steps),
             rtol=c.rtol,
             atol=c.atol,
-            divergence=c.divergence.value,
+            divergence=self.divergence,
             probe=c.probe.value,
             generator=noise,
             adjoint=c.adjoint and torch.is_grad_enabled(),
@@ -183,7 +223,7 @@ class CNF(GenerativeMethod):
         nll = -result.log_prob.mean()
         return {
             "loss": nll,
-            "book_nll": nll.detach() - book_offset(self.sample_shape[0]),
+            "book_nll": nll.detach() - book_offset(math.prod(self.sample_shape)),
             "nfe": torch.tensor(float(result.evaluations)),
         }
 

@@ -21,14 +21,20 @@ Sampling (``inverse``): y = f^-1(z; c) with z ~ N(0, I), one pass backwards thro
 flow. ``evaluations`` counts passes through the whole flow, so a sample costs 1 (it
 calls each of the K blocks' coupling networks once).
 
-Shapes: points only, y [B, D] with D >= 2 (a coupling flow keeps part of y to condition
-the change of the rest), a vector condition c [B, C] (fields and one-dimensional samples
-are refused).
+Shapes: points y [B, D] with D >= 2 (a coupling flow keeps part of y to condition the
+change of the rest; one-dimensional samples are refused) or fields y [B, C, *spatial],
+which the flow sees flattened per sample, [B, D] with D = C * prod(spatial), its
+checkerboard mask alternating over the flattened index (sampling unflattens). Flattening
+is a fixed permutation-free reshape, so the flattened flow's density is the field's:
+log q(y | c) is the same number. The coupling nets stay MLPs (parameters grow like D H
+per block, see :mod:`pbdl_cli.models.realnvp`): fine for small grids (32 x 32), not a
+convolutional flow. A condition of any shape is flattened to [B, C_c].
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, ClassVar
 
 import torch
@@ -74,21 +80,10 @@ class NormalizingFlow(GenerativeMethod):
         # refuse what a coupling flow cannot learn before the training set is drawn
         distribution = check_distribution(problem, config.name)
         shape, name = tuple(distribution.sample_shape), problem.name
-        if len(shape) > 1:
-            raise PbdlError(
-                f"method 'nf' (model=realnvp) learns point samples [B, D]; problem '{name}' "
-                f"has field samples {list(shape)}: use method=ddpm or flow_matching"
-            )
-        if shape[0] < 2:
+        if math.prod(shape) < 2:
             raise PbdlError(
                 f"method 'nf': a coupling flow needs samples with D >= 2 features, problem "
-                f"'{name}' has D = {shape[0]}: use method=flow_matching or ddpm"
-            )
-        condition = distribution.condition_shape
-        if condition is not None and len(condition) != 1:
-            raise PbdlError(
-                f"method 'nf' takes a vector condition [C]; problem '{name}' has condition "
-                f"shape {list(condition)}"
+                f"'{name}' has D = {math.prod(shape)}: use method=flow_matching or ddpm"
             )
         super().__init__(config, problem=problem, device=device, dtype=dtype)
 
@@ -100,12 +95,16 @@ class NormalizingFlow(GenerativeMethod):
                 f"method 'nf' trains model={MODEL}, not model={name}: add model={MODEL}"
             )
 
+    @property
+    def features(self) -> int:
+        """D of the flattened sample: the point's features or C * prod(spatial)."""
+        return math.prod(self.sample_shape)
+
     def network(self, model_config: Any) -> nn.Module:
-        """RealNVP with D = the sample's features, C = the condition's (0: none)."""
+        """RealNVP with D = the (flattened) sample's features, C = the condition's (0:
+        none)."""
         return MODELS.build(
-            model_config,
-            features=self.sample_shape[0],
-            condition_features=self.condition_features,
+            model_config, features=self.features, condition_features=self.condition_features
         )
 
     # the objective ----------------------------------------------------------------------
@@ -114,13 +113,14 @@ class NormalizingFlow(GenerativeMethod):
     ) -> dict[str, Tensor]:
         """-mean log q(y | c) (``loss``) and the book's -mean book_log_prob
         (``book_loss``); ``noise`` is not used."""
-        log_q = model.log_prob(y, self._flat(condition))
+        log_q = model.log_prob(self._flat(y), self._flat(condition))
         loss = -log_q.mean()
-        return {"loss": loss, "book_loss": loss.detach() - book_offset(self.sample_shape[0])}
+        return {"loss": loss, "book_loss": loss.detach() - book_offset(self.features)}
 
     def log_prob(self, model: nn.Module, y: Tensor, condition: Tensor | None) -> Tensor:
-        """log q(y | c) [n] of y [n, D] at conditions [n, C] (None: unconditional)."""
-        return model.log_prob(y, self._flat(condition))
+        """log q(y | c) [n] of y [n, *sample_shape] at conditions [n, *condition_shape]
+        (None: unconditional); fields are flattened per sample."""
+        return model.log_prob(self._flat(y), self._flat(condition))
 
     # sampling ---------------------------------------------------------------------------
     def expected_steps(self, sampler: str, steps: int) -> int:
@@ -138,17 +138,20 @@ class NormalizingFlow(GenerativeMethod):
         generator: torch.Generator,
         callback: StepCallback | None = None,
     ) -> Sampled:
-        """y = f^-1(z; c), z ~ N(0, I) from ``generator``: [n, D], 1 evaluation."""
+        """y = f^-1(z; c), z ~ N(0, I) [n, D] from ``generator``, unflattened to
+        [n, *sample_shape]; 1 evaluation."""
         self.check_sampler(sampler)
         if steps not in (0, 1):
             raise PbdlError(f"the flow's inverse is one pass (steps=0 or 1), got steps={steps}")
         c = None if condition is None else condition.reshape(1, -1).expand(n, -1)
-        z = torch.randn(n, self.sample_shape[0], generator=generator, dtype=self.dtype)
+        z = torch.randn(n, self.features, generator=generator, dtype=self.dtype)
         y = model.inverse(z.to(self.device), None if c is None else c.to(self.device, self.dtype))
+        y = y.reshape(n, *self.sample_shape)
         if callback is not None:
             callback(1, 1.0, y)
         return Sampled(y, 1)
 
     @staticmethod
-    def _flat(condition: Tensor | None) -> Tensor | None:
-        return None if condition is None else condition.reshape(len(condition), -1)
+    def _flat(x: Tensor | None) -> Tensor | None:
+        """[B, ...] -> [B, prod(...)] (None stays None)."""
+        return None if x is None else x.reshape(len(x), -1)

@@ -64,9 +64,10 @@ class ShiftedGaussian(GaussianMixture):
 
 
 class Fields(GaussianMixture):
-    """A stand-in for a problem with field samples [1, 4, 4]."""
+    """A stand-in for a problem with field samples of one entry [1, 1, 1] (fields of
+    more entries are flattened: tests/methods/test_fields_flows.py)."""
 
-    sample_shape = (1, 4, 4)
+    sample_shape = (1, 1, 1)
 
 
 def shifted() -> ShiftedGaussian:
@@ -170,7 +171,7 @@ def test_a_conditional_flow_learns_the_mean_of_each_condition(tmp_path):
     ("problem", "message"),
     [
         (lambda: PROBLEMS.build({"name": "parabola"}), "needs samples with D >= 2"),
-        (lambda: Fields(PROBLEMS.build({"name": "gaussian_mixture"}).config), "field samples"),
+        (lambda: Fields(PROBLEMS.build({"name": "gaussian_mixture"}).config), "has D = 1"),
         (lambda: PROBLEMS.build({"name": "oscillator"}), "defines none"),
     ],
 )
