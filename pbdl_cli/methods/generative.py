@@ -4,8 +4,9 @@ q_theta(y | c) of a problem's distribution p(y | c), learned from draws of it.
 The problem is a :class:`~pbdl_cli.problems.distribution.Distribution`. The registered
 methods differ in what the network is and how it is trained and sampled:
 
-- ``nf``: a RealNVP coupling flow, maximum likelihood (ch. 22);
-- ``cnf``: a continuous normalizing flow (FFJORD), maximum likelihood (ch. 22.4);
+- ``nf``: a RealNVP coupling flow, maximum likelihood (ch. 22; fields flattened);
+- ``cnf``: a continuous normalizing flow (FFJORD, or a grid velocity for fields),
+  maximum likelihood (ch. 22.4);
 - ``score``: denoising score matching, Langevin sampling (ch. 23);
 - ``ddpm``: epsilon prediction, ancestral and DDIM sampling (ch. 24);
 - ``flow_matching``: conditional flow matching, ODE sampling (ch. 25-26).
@@ -16,10 +17,11 @@ noise of step s comes from a generator of (seed, "noise", s). Both depend only o
 seed and the step, so a resumed run sees what an uninterrupted one would. ``validate``
 is the mean loss over ``n_val`` held-out draws with the same noise every time.
 
-Networks of ``ddpm``, ``flow_matching`` and ``score`` see y, a time or noise level and
-the condition (:meth:`GenerativeMethod.model_input`): points [B, D] go into an ``mlp`` as
-[y, t, c] ([B, D + 1 + C]); fields [B, C, *spatial] into a grid model with t as one
-constant channel and the condition as further channels (constant where c is a vector).
+Networks of ``ddpm``, ``flow_matching``, ``score`` and (for fields) ``cnf`` see y, a
+time or noise level and the condition (:meth:`GenerativeMethod.model_input`): points
+[B, D] go into an ``mlp`` as [y, t, c] ([B, D + 1 + C]); fields [B, C, *spatial] into a
+grid model with t as one constant channel and the condition as further channels
+(constant where c is a vector).
 
 Sampling (:meth:`GenerativeMethod.sample`): ``samples`` per test condition, with the
 method's ``sampler`` and ``steps`` (0: its default); every sampler reports its number of
