@@ -25,8 +25,8 @@ Shapes: points y [B, D] with D >= 2 (a coupling flow keeps part of y to conditio
 change of the rest; one-dimensional samples are refused) or fields y [B, C, *spatial],
 which the flow sees flattened per sample, [B, D] with D = C * prod(spatial), its
 checkerboard mask alternating over the flattened index (sampling unflattens). Flattening
-is a fixed permutation-free reshape, so the flattened flow's density is the field's:
-log q(y | c) is the same number. The coupling nets stay MLPs (parameters grow like D H
+only rearranges the entries (a Jacobian of determinant 1), so the flattened flow's
+density is the field's: log q(y | c) is the same number. The coupling nets stay MLPs (parameters grow like D H
 per block, see :mod:`pbdl_cli.models.realnvp`): fine for small grids (32 x 32), not a
 convolutional flow. A condition of any shape is flattened to [B, C_c].
 """
