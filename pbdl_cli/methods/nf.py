@@ -24,11 +24,12 @@ calls each of the K blocks' coupling networks once).
 Shapes: points y [B, D] with D >= 2 (a coupling flow keeps part of y to condition the
 change of the rest; one-dimensional samples are refused) or fields y [B, C, *spatial],
 which the flow sees flattened per sample, [B, D] with D = C * prod(spatial), its
-checkerboard mask alternating over the flattened index (sampling unflattens). Flattening
-only rearranges the entries (a Jacobian of determinant 1), so the flattened flow's
-density is the field's: log q(y | c) is the same number. The coupling nets stay MLPs (parameters grow like D H
-per block, see :mod:`pbdl_cli.models.realnvp`): fine for small grids (32 x 32), not a
-convolutional flow. A condition of any shape is flattened to [B, C_c].
+checkerboard mask alternating over the flattened index (sampling unflattens).
+Flattening only rearranges the entries (a Jacobian of determinant 1), so the flattened
+flow's density is the field's: log q(y | c) is the same number. The coupling nets stay
+MLPs (parameters grow like D H per block, see :mod:`pbdl_cli.models.realnvp`): fine for
+small grids (32 x 32), not a convolutional flow. A condition of any shape is flattened
+to [B, C_c].
 """
 
 from __future__ import annotations
