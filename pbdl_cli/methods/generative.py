@@ -112,7 +112,8 @@ class GenerativeMethod(Method):
     has_likelihood: ClassVar[bool] = False
     #: the loss needs autograd even when validating (e.g. a CNF's divergence)
     validate_with_grad: ClassVar[bool] = False
-    #: the loss draws fresh noise every step (so ``pbdl train`` refuses L-BFGS)
+    #: the loss changes from step to step: fresh batches or noise (``pbdl train``
+    #: refuses L-BFGS for it)
     noisy_loss: ClassVar[bool] = True
 
     def __init__(

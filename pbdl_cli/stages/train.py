@@ -132,9 +132,9 @@ class Train(Stage):
         noisy = isinstance(method, GenerativeMethod) and method.noisy_loss
         if noisy and config.trainer.lbfgs_steps:
             raise PbdlError(
-                f"method '{config.method.name}' trains on a loss with fresh noise every "
-                "step, which L-BFGS's line search cannot use: set trainer.lbfgs_steps=0 "
-                "(the experiment=gm_* presets do)"
+                f"method '{config.method.name}' trains on a fresh batch (and fresh noise) "
+                "every step, which L-BFGS's line search cannot use: set "
+                "trainer.lbfgs_steps=0 (the experiment=gm_* presets do)"
             )
         if launch.distributed:  # refuses methods whose loss does not shard, before any run
             distributed.check_shardable(method)
