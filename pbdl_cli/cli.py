@@ -98,7 +98,7 @@ _stage_command(
 
 _stage_command(
     "sample",
-    "Draw samples from a trained probabilistic run (nf, cnf, score, ddpm, flow_matching): "
+    "Draw samples from a trained probabilistic run (nf, cnf, score, ddpm, flow_matching, smdp): "
     "samples.h5, distribution metrics and plots in RUN/sample (see docs/sample.md).",
     "pbdl sample run=outputs/train/2026-12-04/20-00-15",
     "pbdl sample run=outputs/train/2026-12-04/20-00-15 n=5000 sampler=ddim steps=20",

@@ -106,7 +106,7 @@ def probabilistic_method(loaded: LoadedRun) -> GenerativeMethod:
         raise PbdlError(
             f"{loaded.run} was trained with method '{loaded.train.method.name}', which "
             "draws no samples: pbdl sample needs a probabilistic method (nf, cnf, score, "
-            "ddpm, flow_matching); use pbdl evaluate for this run"
+            "ddpm, flow_matching, smdp); use pbdl evaluate for this run"
         )
     return method
 
