@@ -152,23 +152,15 @@ def evaluate(s: EvaluateSettings, out_dir: Path) -> dict[str, Any]:
     threads = s.config.threads if s.config.threads is not None else s.train.threads
     if threads is not None:
         torch.set_num_threads(threads)
+    loaded = LoadedRun(
+        s.run, s.checkpoint, s.state, s.train, s.problem, s.method, s.device, s.dtype
+    )
     if isinstance(s.method, GenerativeMethod):  # samples, scored against p(y | c)
         from pbdl_cli.stages.sample import sample_run
 
-        loaded = LoadedRun(
-            s.run, s.checkpoint, s.state, s.train, s.problem, s.method, s.device, s.dtype
-        )
         return sample_run(loaded, out_dir, plots=s.config.plots)
     problem, method = s.problem, s.method
-    model = method.build_model(s.train.model)
-    try:
-        model.load_state_dict(s.state["model"])
-    except (RuntimeError, KeyError, TypeError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise PbdlError(
-            f"the weights in {s.checkpoint} do not fit the model built from its config: {first}"
-        ) from None
-    model.eval()
+    model = loaded.model()
     step = int(s.state.get("step", 0))
     log.info(
         "evaluating %s (step %d) of %s with %s on %s",

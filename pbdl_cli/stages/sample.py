@@ -34,7 +34,7 @@ from pbdl_cli.errors import PbdlError
 from pbdl_cli.methods.generative import GenerativeMethod
 from pbdl_cli.stages.base import STAGES, Stage
 from pbdl_cli.stages.loading import CheckpointChoice, LoadedRun, load_run
-from pbdl_cli.stages.sampling import SampleReport, sample_and_score
+from pbdl_cli.stages.sampling import SampleReport, model_log_density, sample_and_score
 from pbdl_cli.utils.files import atomic_write_text
 from pbdl_cli.utils.space import check_writable
 
@@ -256,26 +256,16 @@ def _figures(
     distribution = method.distribution
     conditions = report.drawn.conditions
 
-    def log_density(y: Tensor, condition: Tensor | None = None) -> Tensor | None:
-        return distribution.log_density(y, condition)
-
-    model_log_density = None
-    if method.has_likelihood:
-
-        def model_log_density(y: Tensor, condition: Tensor | None = None) -> Tensor:
-            y = y.to(method.device, method.dtype)
-            c = None
-            if condition is not None:
-                c = condition.to(method.device, method.dtype)[None].expand(len(y), *condition.shape)
-            return method.log_prob(model, y, c).detach().to("cpu", torch.float64)
+    def model_density(y: Tensor, condition: Tensor | None = None) -> Tensor:
+        return model_log_density(method, model, y, condition)
 
     return sample_figures(
         out_dir,
         report.drawn.samples,
         report.reference,
         condition=conditions,
-        log_density=log_density if _has_density(method, report) else None,
-        model_log_density=model_log_density,
+        log_density=distribution.log_density if _has_density(method, report) else None,
+        model_log_density=model_density if method.has_likelihood else None,
         snapshots=kept or None,
         condition_names=distribution.condition_names or None,
     )

@@ -114,17 +114,22 @@ def _every_condition(on_step: Any, seen: dict[str, bool]) -> Any:
     return callback
 
 
+def model_log_density(
+    method: GenerativeMethod, model: nn.Module, y: Tensor, condition: Tensor | None = None
+) -> Tensor:
+    """log q(y | condition) [n] of samples y [n, *sample_shape] at one condition
+    [*condition_shape] (or None), on the method's device; float64 on the CPU."""
+    y = y.to(method.device, method.dtype)
+    c = None
+    if condition is not None:
+        c = condition.to(method.device, method.dtype)[None].expand(len(y), *condition.shape)
+    return method.log_prob(model, y, c).detach().to("cpu", torch.float64)
+
+
 def _model_log_density(method: GenerativeMethod, model: nn.Module) -> Any:
-    """c -> (y -> log q(y | c)) on the method's device, float64 results on the CPU."""
+    """c -> (y -> log q(y | c)): :func:`model_log_density` per condition."""
 
     def at(condition: Tensor | None) -> LogDensity:
-        def log_density(y: Tensor) -> Tensor:
-            y = y.to(method.device, method.dtype)
-            c = None
-            if condition is not None:
-                c = condition.to(method.device, method.dtype)[None].expand(len(y), *condition.shape)
-            return method.log_prob(model, y, c).detach().to("cpu", torch.float64)
-
-        return log_density
+        return lambda y: model_log_density(method, model, y, condition)
 
     return at
